@@ -1,0 +1,328 @@
+"""FieldAwareDataModule: every source (libFM, tables, the Hub, synthetic) to typed FieldBatches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader, Dataset
+
+from lit_ifm.data import encoding, sources
+from lit_ifm.data.batch import FieldBatch
+from lit_ifm.data.negatives import sample_negatives
+from lit_ifm.data.schema import FieldSchema
+from lit_ifm.data.sources import SPLITS, DataError
+from lit_ifm.data.synthetic import SyntheticConfig
+
+Task = Literal["regression", "binary"]
+
+
+class FieldBatchDataset(Dataset):
+    """Rows held as contiguous tensors; a batch is one fancy-index per tensor, never a loop per row."""
+
+    def __init__(self, split: encoding.EncodedSplit):
+        self.feature_ids = torch.from_numpy(split.feature_ids)
+        self.feature_values = torch.from_numpy(split.feature_values)
+        self.labels = torch.from_numpy(split.labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitems__(self, indices: list[int]) -> FieldBatch:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return FieldBatch(self.feature_ids[index], self.feature_values[index], self.labels[index], index)
+
+    def __getitem__(self, index: int) -> FieldBatch:
+        return self.__getitems__([index])
+
+
+def _already_batched(batch: FieldBatch) -> FieldBatch:
+    return batch
+
+
+@dataclass
+class PreparedData:
+    schema: FieldSchema
+    splits: dict[str, encoding.EncodedSplit]
+    report: list[str]
+
+
+class FieldAwareDataModule(L.LightningDataModule):
+    """One data module for every field-aware model.
+
+    ``source`` picks the data:
+
+    - ``synthetic``: the embedded generator (:class:`SyntheticConfig`), no files, no network;
+    - a folder (or a file) of the paper's positional libFM files ``<name>.train.libfm``,
+      ``<name>.validation.libfm``, ``<name>.test.libfm``: one feature per field, fields in file order,
+      named by ``categorical`` (default ``field_0, field_1, ...``); global feature ids are kept;
+    - a folder (or a file) of CSV, TSV, parquet or JSON-lines tables (``train``, ``valid``, ``test``),
+      whose columns the field spec names: ``categorical``, ``numeric`` and ``multi_valued``
+      (column -> separator), plus the ``label`` column;
+    - a HuggingFace Hub dataset id laid out like that, e.g. ``reczoo/Frappe_x1``.
+
+    A source without its own splits is split 70/20/10 at random with ``split_seed`` (the paper's protocol).
+    Vocabularies come from the training split only; unseen values map to a per-field out-of-vocabulary id.
+    The :attr:`schema` is ready once the module is built, so LightningCLI links it to the model.
+
+    Args:
+        source: ``synthetic``, a local path, or a Hub dataset id.
+        task: ``regression`` (labels used as numbers) or ``binary`` (label > 0 means 1).
+        categorical: categorical columns; for libFM files, the names of the positional fields.
+        numeric: numeric columns (one feature whose value is the number; 0 or missing means absent).
+        multi_valued: multi-valued columns and their separators, e.g. ``{"genres": "|"}``.
+        label: the label column of a table source.
+        signed_labels: regression only: map 0/1 labels to -1/+1, the paper's protocol (-1/+1 stay).
+        min_count: training values seen fewer times map to the out-of-vocabulary id.
+        max_values: the most slots a multi-valued field takes (default: its longest training row).
+        negatives_per_positive: for positive-only logs, sampled negatives per positive row (the paper: 2).
+        item_field: the field whose value is replaced to make a negative.
+        split_seed: seed of the random split and of negative sampling.
+        batch_size: training batch size.
+        eval_batch_size: validation, test and predict batch size (default: ``batch_size``).
+        num_workers: DataLoader worker processes.
+        pin_memory: pin batches for faster host-to-GPU copies.
+        cache_dir: where ``datasets`` caches parsed files (default: ``$LIT_IFM_CACHE`` or its own).
+        synthetic: the generator's settings when ``source`` is ``synthetic``.
+    """
+
+    def __init__(
+        self,
+        source: str = "synthetic",
+        task: Task = "regression",
+        categorical: list[str] | None = None,
+        numeric: list[str] | None = None,
+        multi_valued: dict[str, str] | None = None,
+        label: str = "label",
+        signed_labels: bool = False,
+        min_count: int = 1,
+        max_values: int | None = None,
+        negatives_per_positive: int = 0,
+        item_field: str | None = None,
+        split_seed: int = 2019,
+        batch_size: int = 1024,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        cache_dir: str | None = None,
+        synthetic: SyntheticConfig = SyntheticConfig(),
+    ):
+        super().__init__()
+        if signed_labels and task != "regression":
+            raise ValueError("signed_labels maps labels to -1/+1 for the regression task; the binary task "
+                             "already reads label > 0 as 1")
+        if negatives_per_positive and not item_field:
+            raise ValueError("negatives_per_positive needs item_field, the field whose value a negative replaces")
+        if min_count < 1:
+            raise ValueError(f"min_count must be at least 1, got {min_count}")
+        self.save_hyperparameters()
+        self.synthetic = synthetic
+        self.source = str(source)
+        self.task = task
+        self._prepared: PreparedData | None = None
+        self._datasets: dict[str, FieldBatchDataset] = {}
+
+    # --- preparing ----------------------------------------------------------------------------------
+
+    @property
+    def schema(self) -> FieldSchema:
+        return self.prepared.schema
+
+    @property
+    def prepared(self) -> PreparedData:
+        if self._prepared is None:
+            self._prepared = self._prepare()
+            rank_zero_info(f"lit_ifm data from {self.source}: " + "; ".join(self._prepared.report))
+        return self._prepared
+
+    @property
+    def report(self) -> list[str]:
+        """What preparing the data counted: rows per split, out-of-vocabulary and truncated values."""
+        return self.prepared.report
+
+    def prepare_data(self) -> None:
+        if self.source != "synthetic" and sources.is_hub_id(self.source):
+            sources.download_from_hub(self.source, self._cache_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        for split, data in self.prepared.splits.items():
+            self._datasets.setdefault(split, FieldBatchDataset(data))
+
+    @property
+    def _cache_dir(self) -> str | None:
+        return self.hparams.cache_dir or sources.default_cache_dir()
+
+    def _field_names(self, path: Path) -> tuple[str, ...]:
+        if self.hparams.categorical:
+            return tuple(self.hparams.categorical)
+        return tuple(f"field_{index}" for index in range(encoding.count_libfm_fields(path)))
+
+    def _prepare(self) -> PreparedData:
+        with sources.quiet_datasets():
+            return self._prepare_quietly()
+
+    def _prepare_quietly(self) -> PreparedData:
+        hp = self.hparams
+        report = encoding.EncodingReport()
+        rng = np.random.default_rng(hp.split_seed)
+        if self.source == "synthetic":
+            columns = [encoding.ColumnSpec(name, "categorical") for name in self.synthetic.field_names]
+            tables = self._random_split({"all": self.synthetic.generate(self.task)}, rng)
+            files = {split: Path(f"synthetic-{split}") for split in SPLITS}
+            splits, schema_fields, num_features = self._encode_tables(tables, files, columns, report)
+        else:
+            location = sources.download_from_hub(self.source, self._cache_dir) if sources.is_hub_id(self.source) \
+                else self.source
+            found = sources.find_source_files(location)
+            if found.layout == "libfm":
+                splits, schema_fields, num_features = self._encode_libfm(found, rng, report)
+            else:
+                tables = {split: sources.read_table(path, self._cache_dir) for split, path in found.files.items()}
+                files = dict(found.files) if found.has_splits else {s: found.files["all"] for s in SPLITS}
+                if not found.has_splits:
+                    tables = self._random_split(tables, rng)
+                splits, schema_fields, num_features = self._encode_tables(tables, files, self._column_specs(),
+                                                                          report)
+        for split, data in splits.items():
+            if len(data) == 0:
+                raise DataError(f"the {split} split of {self.source} has no rows")
+        splits = {split: self._map_labels(data) for split, data in splits.items()}
+        if hp.negatives_per_positive:
+            splits = self._add_negatives(splits, schema_fields, num_features, rng)
+        train_labels = splits["train"].labels
+        schema = FieldSchema(schema_fields, num_features, (float(train_labels.min()), float(train_labels.max())))
+        lines = [f"{split}: {len(data)} rows" for split, data in splits.items()] + report.lines()
+        return PreparedData(schema, splits, lines)
+
+    def _column_specs(self) -> list[encoding.ColumnSpec]:
+        hp = self.hparams
+        specs = [encoding.ColumnSpec(name, "categorical") for name in hp.categorical or []]
+        specs += [encoding.ColumnSpec(name, "numeric") for name in hp.numeric or []]
+        specs += [encoding.ColumnSpec(name, "multi", separator) for name, separator in (hp.multi_valued or {}).items()]
+        if not specs:
+            raise DataError(f"data source {self.source}: a table source needs a field spec: name its columns "
+                            "with categorical, numeric and/or multi_valued")
+        names = [spec.name for spec in specs]
+        if len(set(names)) != len(names):
+            raise DataError(f"the field spec names a column twice: {names}")
+        return specs
+
+    def _random_split(self, tables: dict, rng: np.random.Generator) -> dict:
+        table = tables["all"]
+        order = rng.permutation(len(table))
+        train_end, validation_end = int(0.7 * len(table)), int(0.9 * len(table))
+        return {"train": table.select(np.sort(order[:train_end])),
+                "validation": table.select(np.sort(order[train_end:validation_end])),
+                "test": table.select(np.sort(order[validation_end:]))}
+
+    def _encode_tables(self, tables, files, columns, report):
+        labelled = not (self.hparams.negatives_per_positive and self.hparams.label not in tables["train"].column_names)
+        label = self.hparams.label if labelled else None
+        vocabulary = encoding.TableVocabulary(tables["train"], files["train"], columns, label,
+                                              self.hparams.min_count, self.hparams.max_values, report)
+        splits = {}
+        for split in SPLITS:
+            if len(tables[split]) == 0:
+                raise DataError(f"the {split} split ({files[split]}) has no rows")
+            ids, values, labels = vocabulary.encode(tables[split], files[split], split, labelled)
+            splits[split] = encoding.EncodedSplit(split, ids, values, labels)
+        return splits, vocabulary.fields(), vocabulary.num_features
+
+    def _encode_libfm(self, found: sources.SourceFiles, rng, report):
+        first = found.files.get("train", found.files.get("all"))
+        names = self._field_names(first)
+        parsed = {split: encoding.parse_libfm(sources.read_lines(path, self._cache_dir), path, names)
+                  for split, path in found.files.items()}
+        files = dict(found.files)
+        if not found.has_splits:
+            ids, values, labels = parsed.pop("all")
+            order = rng.permutation(len(labels))
+            cuts = np.split(order, [int(0.7 * len(order)), int(0.9 * len(order))])
+            parsed = {split: (ids[np.sort(rows)], values[np.sort(rows)], labels[np.sort(rows)])
+                      for split, rows in zip(SPLITS, cuts)}
+            files = {split: found.files["all"] for split in SPLITS}
+        for split in SPLITS:
+            if len(parsed[split][2]) == 0:
+                raise DataError(f"the {split} split ({files[split]}) has no rows")
+        vocabulary = encoding.LibFMVocabulary(parsed["train"][0], files["train"], names, self.hparams.min_count, report)
+        splits = {}
+        for split in SPLITS:
+            ids, values, labels = parsed[split]
+            encoded = vocabulary.encode(ids, files[split], split)
+            encoded = np.where(values == 0, vocabulary.num_features, encoded)
+            splits[split] = encoding.EncodedSplit(split, encoded, values, labels)
+        return splits, vocabulary.fields(), vocabulary.num_features
+
+    def _map_labels(self, data: encoding.EncodedSplit) -> encoding.EncodedSplit:
+        labels = data.labels
+        if self.task == "binary":
+            labels = (labels > 0).astype(np.float32)
+        elif self.hparams.signed_labels:
+            unexpected = ~np.isin(labels, (-1.0, 0.0, 1.0))
+            if unexpected.any():
+                raise DataError(f"signed_labels expects 0/1 or -1/+1 labels, but the {data.name} split holds "
+                                f"{labels[unexpected][0]!r} (row {int(np.flatnonzero(unexpected)[0])})")
+            labels = np.where(labels == 0, -1.0, labels).astype(np.float32)
+        return encoding.EncodedSplit(data.name, data.feature_ids, data.feature_values, labels)
+
+    def _add_negatives(self, splits, fields, num_features, rng):
+        hp = self.hparams
+        names = [field.name for field in fields]
+        if hp.item_field not in names:
+            raise DataError(f"item_field {hp.item_field!r} is not a field; the fields are {names}")
+        item = fields[names.index(hp.item_field)]
+        if item.slots != 1:
+            raise DataError(f"item_field {hp.item_field!r} must be single-valued for negative sampling")
+        item_slot = sum(field.slots for field in fields[: names.index(hp.item_field)])
+        for split, data in splits.items():
+            if (data.labels <= 0).any():
+                raise DataError(f"negative sampling expects a positive-only log, but the {split} split has "
+                                f"{int((data.labels <= 0).sum())} rows with a label <= 0")
+        observed = np.concatenate([data.feature_ids for data in splits.values()])
+        train_items = np.unique(splits["train"].feature_ids[:, item_slot])
+        items = train_items[train_items != item.oov_id]
+        negative_label = 0.0 if self.task == "binary" else -1.0
+        result = {}
+        for split, data in splits.items():
+            negatives = sample_negatives(data.feature_ids, item_slot, items, observed, hp.negatives_per_positive, rng)
+            negative_values = np.repeat(data.feature_values, hp.negatives_per_positive, axis=0)
+            result[split] = encoding.EncodedSplit(
+                split,
+                np.concatenate([data.feature_ids, negatives]),
+                np.concatenate([data.feature_values, negative_values]),
+                np.concatenate([data.labels, np.full(len(negatives), negative_label, dtype=np.float32)]),
+            )
+        return result
+
+    # --- loading ------------------------------------------------------------------------------------
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self._datasets:
+            self.setup()
+        hp = self.hparams
+        return DataLoader(
+            self._datasets[split],
+            batch_size=hp.batch_size if shuffle else hp.eval_batch_size or hp.batch_size,
+            shuffle=shuffle,
+            collate_fn=_already_batched,
+            num_workers=hp.num_workers,
+            pin_memory=hp.pin_memory,
+            persistent_workers=hp.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,175 @@
+"""Finding a source's split files (local folder, single file or HuggingFace Hub repo) and reading them
+into HuggingFace ``datasets`` tables."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+
+SPLITS = ("train", "validation", "test")
+TABLE_FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".jsonl": "json", ".json": "json"}
+_SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "val"), "test": ("test",)}
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file, line or column and what was expected."""
+
+
+@dataclass(frozen=True)
+class SourceFiles:
+    """The files of a source: one per split, or a single ``all`` file to be split at random."""
+
+    layout: str  # "libfm" or "table"
+    files: dict[str, Path]  # split name ("train", "validation", "test" or "all") -> file
+
+    @property
+    def has_splits(self) -> bool:
+        return "train" in self.files
+
+
+def line_of(path: Path, row: int) -> str:
+    """Where row ``row`` (0-based) of a file stands, as a person opening the file would count it."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return f"{path.name} line {row + 2}"  # the header is line 1
+    if suffix == ".parquet":
+        return f"{path.name} row {row}"
+    return f"{path.name} line {row + 1}"
+
+
+def find_source_files(source: str | Path) -> SourceFiles:
+    """The split files of a local file or folder.
+
+    A folder holds ``<name>.train.libfm``, ``<name>.validation.libfm``, ``<name>.test.libfm`` (the paper's
+    layout) or ``train``/``valid``/``test`` table files (``.csv``, ``.tsv``, ``.parquet``, ``.jsonl``), as in
+    the Hub's ``reczoo/Frappe_x1``; a folder with one data file, or a single file, is split at random.
+    """
+    path = Path(source).expanduser()
+    if path.is_file():
+        return SourceFiles(_layout_of(path), {"all": path})
+    if not path.is_dir():
+        raise DataError(f"data source {str(source)!r}: no such file or folder")
+    candidates = sorted(p for p in path.iterdir() if p.is_file() and _layout_of(p, strict=False))
+    if not candidates:
+        raise DataError(f"data source {path}: no data files; expected <name>.train.libfm/.validation.libfm/"
+                        f".test.libfm or train/valid/test files ending in {sorted(TABLE_FORMATS)} or .libfm")
+    files: dict[str, Path] = {}
+    for split, aliases in _SPLIT_ALIASES.items():
+        for candidate in candidates:
+            stem_parts = candidate.name.lower().split(".")
+            if any(alias in stem_parts[:-1] for alias in aliases):
+                files.setdefault(split, candidate)
+    if not files:
+        if len(candidates) > 1:
+            raise DataError(f"data source {path}: found {[c.name for c in candidates]} but no file named for a "
+                            "split; name them train/valid/test (or <name>.train.libfm ...) or pass one file")
+        return SourceFiles(_layout_of(candidates[0]), {"all": candidates[0]})
+    missing = [split for split in SPLITS if split not in files]
+    if missing:
+        raise DataError(f"data source {path}: found {sorted(f.name for f in files.values())} but no "
+                        f"{' or '.join(missing)} file; expected one file per split (train, valid, test)")
+    layouts = {_layout_of(f) for f in files.values()}
+    if len(layouts) > 1:
+        raise DataError(f"data source {path}: split files mix libFM and table formats: {sorted(map(str, files.values()))}")
+    return SourceFiles(layouts.pop(), files)
+
+
+def _layout_of(path: Path, strict: bool = True) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".libfm":
+        return "libfm"
+    if suffix in TABLE_FORMATS:
+        return "table"
+    if strict:
+        raise DataError(f"{path}: unknown file type {suffix!r}; expected .libfm or one of {sorted(TABLE_FORMATS)}")
+    return ""
+
+
+def is_hub_id(source: str) -> bool:
+    return bool(_HUB_ID.match(source)) and not Path(source).exists()
+
+
+def download_from_hub(repo_id: str, cache_dir: str | None = None, timeout: float = 5.0) -> Path:
+    """Fetch a Hub dataset repo's data files and return the local snapshot folder.
+
+    Uses the local cache when it has the repo; otherwise checks within ``timeout`` seconds that the Hub
+    answers, so an offline machine fails at once with advice rather than after a minute of retries.
+    """
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    patterns = ["*.csv", "*.tsv", "*.parquet", "*.jsonl", "*.json", "*.libfm", "**/*.csv", "**/*.parquet"]
+    advice = (f"Pass a local folder laid out like the Hub repo instead (train.csv, valid.csv, test.csv), "
+              f"e.g. --data.source /path/to/{repo_id.split('/')[-1]}, or a folder of the paper's libFM files.")
+    try:
+        return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=patterns,
+                                      cache_dir=cache_dir, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        pass
+    if constants.HF_HUB_OFFLINE:
+        raise DataError(f"HuggingFace Hub dataset {repo_id!r} is not in the local cache and HF_HUB_OFFLINE is "
+                        f"set, so it cannot be downloaded. {advice}")
+    _check_hub_reachable(constants.ENDPOINT, repo_id, timeout, advice)
+    try:
+        return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=patterns, cache_dir=cache_dir))
+    except Exception as error:  # the Hub's own errors (missing repo, auth) carry the details
+        raise DataError(f"could not download HuggingFace Hub dataset {repo_id!r}: {error}. {advice}") from error
+
+
+def _check_hub_reachable(endpoint: str, repo_id: str, timeout: float, advice: str) -> None:
+    import httpx
+
+    try:
+        httpx.head(endpoint, timeout=timeout, follow_redirects=True)
+    except httpx.HTTPError as error:
+        raise DataError(f"cannot reach the HuggingFace Hub at {endpoint} to download {repo_id!r} "
+                        f"(offline? {type(error).__name__}). {advice}") from None
+
+
+def read_table(path: Path, cache_dir: str | None) -> datasets.Dataset:
+    """A table file as a ``datasets.Dataset`` (Arrow, cached and memory-mapped by ``datasets``)."""
+    builder = TABLE_FORMATS[path.suffix.lower()]
+    options = {"sep": "\t"} if path.suffix.lower() == ".tsv" else {}
+    return _load(builder, path, cache_dir, **options)
+
+
+def read_lines(path: Path, cache_dir: str | None) -> datasets.Dataset:
+    """A text file as a ``datasets.Dataset`` with one ``text`` row per line."""
+    return _load("text", path, cache_dir)
+
+
+@contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """No progress bars or info logs from ``datasets`` while lit_ifm reads and parses."""
+    verbosity, bars = datasets.logging.get_verbosity(), datasets.is_progress_bar_enabled()
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def _load(builder: str, path: Path, cache_dir: str | None, **options) -> datasets.Dataset:
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty")
+    try:
+        with quiet_datasets():
+            return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache_dir, **options)
+    except Exception as error:
+        if "corresponds to no data" in str(error):
+            raise DataError(f"{path}: the file has no rows") from None
+        raise DataError(f"{path}: could not be read as {builder}: {error}") from error
+
+
+def default_cache_dir() -> str | None:
+    return os.environ.get("LIT_IFM_CACHE")

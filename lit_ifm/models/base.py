@@ -1,0 +1,213 @@
+"""The LightningModule every lit_ifm model subclasses: it owns all but the interaction part."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from torch import Tensor, nn
+
+from lit_ifm.data.batch import FieldBatch
+from lit_ifm.data.schema import FieldSchema
+
+Task = Literal["regression", "binary"]
+OptimizerName = Literal["adam", "adamw", "adagrad", "sgd"]
+_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
+_SPARSE_OPTIMIZERS = ("adagrad", "sgd")
+
+
+class FieldAwareModel(L.LightningModule):
+    """Shared base: feature embeddings V, linear term w and bias w0, loss, metrics, optimizer,
+    L2 regularisation and prediction. A model defines only :meth:`interaction`, the pair-wise part;
+    the prediction is ``w0 + sum_i w_i x_i + interaction(batch)`` (the paper's Eq. 2 and 9).
+
+    ``forward`` returns raw scores: values for ``regression``, logits for ``binary``.
+
+    Args:
+        schema: the data's fields and sizes, linked from ``FieldAwareDataModule.schema`` by the CLI.
+        task: ``regression`` (MSE loss, RMSE) or ``binary`` (BCE loss; AUROC, log loss, RMSE).
+        embedding_dim: K, the size of every feature's latent vector V_i.
+        optimizer: ``adam``, ``adamw``, ``adagrad`` or ``sgd``.
+        lr: learning rate.
+        weight_decay: the optimizer's weight decay.
+        sparse_embeddings: sparse gradients for V and w, so an optimizer step touches only the rows of a
+            batch (``adagrad`` or ``sgd`` only; torch's Adam has no sparse update).
+        l2_regularization: lambda per parameter-name prefix, e.g. ``{"field_aspect": 0.01}``: adds
+            ``lambda * ||p||^2`` of every matching parameter to the training loss.
+        interaction_dropout: dropout on the pair-wise interaction layer.
+        clip_predictions: clip regression predictions to the training labels' range before the
+            metrics (the reference code's protocol).
+        init_from: an FM checkpoint whose feature embeddings, linear terms and bias initialise this
+            model (the paper's FM pre-training).
+    """
+
+    def __init__(
+        self,
+        schema: FieldSchema,
+        task: Task = "regression",
+        embedding_dim: int = 64,
+        optimizer: OptimizerName = "adam",
+        lr: float = 0.01,
+        weight_decay: float = 0.0,
+        sparse_embeddings: bool = False,
+        l2_regularization: dict[str, float] | None = None,
+        interaction_dropout: float = 0.0,
+        clip_predictions: bool = True,
+        init_from: str | None = None,
+    ):
+        super().__init__()
+        if sparse_embeddings and optimizer not in _SPARSE_OPTIMIZERS:
+            raise ValueError(
+                f"sparse_embeddings needs optimizer in {_SPARSE_OPTIMIZERS}, got {optimizer!r}: "
+                "torch's Adam and AdamW have no sparse update"
+            )
+        self.save_hyperparameters()
+        self.schema = schema
+        self.task = task
+        self.embedding_dim = embedding_dim
+        rows = schema.num_features + 1  # + the padding row
+        self.feature_embedding = nn.Embedding(rows, embedding_dim, padding_idx=schema.padding_id, sparse=sparse_embeddings)
+        self.linear = nn.Embedding(rows, 1, padding_idx=schema.padding_id, sparse=sparse_embeddings)
+        self.bias = nn.Parameter(torch.zeros(1))
+        nn.init.normal_(self.feature_embedding.weight, std=0.01)
+        nn.init.zeros_(self.linear.weight)
+        with torch.no_grad():
+            self.feature_embedding.weight[schema.padding_id].zero_()
+        self.interaction_dropout = nn.Dropout(interaction_dropout)
+        self.register_buffer("slot_fields", torch.tensor(schema.slot_fields), persistent=False)
+        self.val_metrics = self._make_metrics("val/")
+        self.test_metrics = self._make_metrics("test/")
+        if init_from is not None:
+            self.load_pretrained(init_from)
+
+    # --- what a model defines -----------------------------------------------------------------------
+
+    def interaction(self, batch: FieldBatch) -> Tensor:
+        """The pair-wise interaction part, ``(B,)``."""
+        raise NotImplementedError(f"{type(self).__name__} must define interaction(batch)")
+
+    # --- shared building blocks ---------------------------------------------------------------------
+
+    def embed(self, batch: FieldBatch) -> Tensor:
+        """``V_i x_i`` for every slot, ``(B, S, K)``; empty slots are zero."""
+        return self.feature_embedding(batch.feature_ids) * batch.feature_values.unsqueeze(-1)
+
+    def linear_term(self, batch: FieldBatch) -> Tensor:
+        """``w0 + sum_i w_i x_i``, ``(B,)``."""
+        return self.bias + (self.linear(batch.feature_ids).squeeze(-1) * batch.feature_values).sum(dim=1)
+
+    def forward(self, batch: FieldBatch) -> Tensor:
+        return self.linear_term(batch) + self.interaction(batch)
+
+    def num_parameters(self) -> int:
+        """Trainable parameters, the padding rows of the embedding tables excluded (the paper's count)."""
+        padding_rows = sum(table.embedding_dim for table in (self.feature_embedding, self.linear))
+        return sum(p.numel() for p in self.parameters() if p.requires_grad) - padding_rows
+
+    # --- loss, metrics, steps -----------------------------------------------------------------------
+
+    def loss(self, scores: Tensor, labels: Tensor) -> Tensor:
+        scores = scores.float()
+        if self.task == "binary":
+            return F.binary_cross_entropy_with_logits(scores, labels)
+        return F.mse_loss(scores, labels)
+
+    def regularization(self) -> Tensor:
+        penalty = self.bias.new_zeros(())
+        for prefix, strength in (self.hparams.l2_regularization or {}).items():
+            for name, parameter in self.named_parameters():
+                if name.startswith(prefix):
+                    penalty = penalty + strength * parameter.float().pow(2).sum()
+        return penalty
+
+    def predictions(self, scores: Tensor) -> Tensor:
+        """Scores as the metrics see them: probabilities for binary, clipped values for regression."""
+        scores = scores.float()
+        if self.task == "binary":
+            return torch.sigmoid(scores)
+        if self.hparams.clip_predictions:
+            return scores.clamp(*self.schema.label_range)
+        return scores
+
+    def training_step(self, batch: FieldBatch, batch_idx: int) -> Tensor:
+        loss = self.loss(self(batch), batch.labels)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch))
+        if self.hparams.l2_regularization:
+            loss = loss + self.regularization()
+        return loss
+
+    def validation_step(self, batch: FieldBatch, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics, "val/")
+
+    def test_step(self, batch: FieldBatch, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics, "test/")
+
+    def predict_step(self, batch: FieldBatch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        return {"row_id": batch.row_ids, "prediction": self.predictions(self(batch))}
+
+    def _evaluate(self, batch: FieldBatch, metrics: nn.ModuleDict, prefix: str) -> None:
+        scores = self(batch).float()
+        self.log(f"{prefix}loss", self.loss(scores, batch.labels), batch_size=len(batch), sync_dist=True)
+        predictions = self.predictions(scores)
+        for name, metric in metrics.items():
+            metric.update(scores if name == "logloss" else predictions, batch.labels)
+            self.log(f"{prefix}{name}", metric, batch_size=len(batch), prog_bar=name in ("rmse", "auroc"))
+
+    def _make_metrics(self, prefix: str) -> nn.ModuleDict:
+        metrics = {"rmse": torchmetrics.MeanSquaredError(squared=False)}
+        if self.task == "binary":
+            metrics["auroc"] = torchmetrics.classification.BinaryAUROC()
+            metrics["logloss"] = LogLoss()
+        return nn.ModuleDict(metrics)
+
+    # --- optimisation -------------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        self._check_regularization_names()
+        optimizer = _OPTIMIZERS[self.hparams.optimizer]
+        parameters = [p for p in self.parameters() if p.requires_grad]
+        if self.hparams.sparse_embeddings:
+            # torch's sparse Adagrad/SGD reject weight decay on sparse gradients: decay the dense rest only.
+            sparse = {id(self.feature_embedding.weight), id(self.linear.weight)}
+            groups = [
+                {"params": [p for p in parameters if id(p) in sparse], "weight_decay": 0.0},
+                {"params": [p for p in parameters if id(p) not in sparse]},
+            ]
+            return optimizer(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return optimizer(parameters, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def _check_regularization_names(self) -> None:
+        names = [name for name, _ in self.named_parameters()]
+        for prefix in self.hparams.l2_regularization or {}:
+            if not any(name.startswith(prefix) for name in names):
+                raise ValueError(f"l2_regularization names {prefix!r}, which matches no parameter of "
+                                 f"{type(self).__name__}; its parameters are {names}")
+
+    # --- FM pre-training ----------------------------------------------------------------------------
+
+    def load_pretrained(self, checkpoint_path: str | Path) -> None:
+        """Copy the feature embeddings, linear terms and bias of a checkpoint (an FM's) into this model."""
+        path = Path(checkpoint_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"init_from: no checkpoint at {path}")
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        for name in ("feature_embedding.weight", "linear.weight", "bias"):
+            own = self.get_parameter(name)
+            if name not in state:
+                raise KeyError(f"init_from: {path} has no {name!r}; found {sorted(state)}")
+            if state[name].shape != own.shape:
+                raise ValueError(f"init_from: {name} in {path} has shape {tuple(state[name].shape)}, "
+                                 f"this model expects {tuple(own.shape)} (same data, schema and embedding_dim?)")
+            with torch.no_grad():
+                own.copy_(state[name])
+
+
+class LogLoss(torchmetrics.MeanMetric):
+    """Mean binary cross-entropy of logits against 0/1 labels."""
+
+    def update(self, logits: Tensor, labels: Tensor) -> None:  # type: ignore[override]
+        super().update(F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none"))

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+FRAPPE_FIELDS = ["user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather", "country", "city"]
+
+# Keep every cache of the suite out of the user's home and every logger offline.
+_CACHE = Path(tempfile.mkdtemp(prefix="lit_ifm_tests_"))
+os.environ.setdefault("HF_HOME", str(_CACHE / "hf"))
+os.environ.setdefault("LIT_IFM_CACHE", str(_CACHE / "datasets"))
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_DIR", str(_CACHE / "wandb"))
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("LIT_IFM_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def frappe_dir() -> Path:
+    folder = data_root() / "frappe"
+    assert (folder / "frappe.train.libfm").is_file(), (
+        f"the shared Frappe files are not at {folder}; set LIT_IFM_DATA to the folder that holds frappe/")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)

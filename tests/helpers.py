@@ -1,0 +1,29 @@
+"""Small builders shared by the tests."""
+
+from __future__ import annotations
+
+import torch
+
+from lit_ifm.data import Field, FieldBatch, FieldSchema
+
+
+def mixed_schema() -> FieldSchema:
+    """Two categorical fields, one numeric, one multi-valued of 3 slots: 6 slots, 4 fields."""
+    fields = [
+        Field("user", "categorical", 5, 1, 4),
+        Field("item", "categorical", 7, 1, 11),
+        Field("price", "numeric", 1, 1, 12),
+        Field("tags", "multi", 6, 3, 18),
+    ]
+    return FieldSchema(fields, 19)
+
+
+def random_batch(schema: FieldSchema, rows: int = 6, empty: float = 0.3) -> FieldBatch:
+    """Random ids and values with a share of empty (padded) slots, at least two real slots per row."""
+    ids = torch.randint(0, schema.num_features, (rows, schema.num_slots))
+    values = torch.rand(rows, schema.num_slots) + 0.5
+    empty_slots = torch.rand(rows, schema.num_slots) < empty
+    empty_slots[:, :2] = False
+    values[empty_slots] = 0.0
+    ids[empty_slots] = schema.padding_id
+    return FieldBatch(ids, values, torch.randn(rows), torch.arange(rows))
