@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lightning.pytorch.cli import LightningCLI
+import yaml
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from lit_ifm.data import FieldAwareDataModule
 from lit_ifm.models import FieldAwareModel
@@ -19,6 +20,19 @@ def default_config_files() -> list[str]:
         if candidate.is_file():
             return [str(candidate)]
     return []
+
+
+class LoggedConfig(SaveConfigCallback):
+    """Saves ``config.yaml`` and hands the same resolved, nested config to the logger, with the model's
+    parameter count; models and data modules keep their own hyper-parameters out of the logger, so
+    nothing is logged twice."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        if trainer.logger is None:
+            return
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False, skip_check=True))
+        config["num_parameters"] = pl_module.num_parameters()
+        trainer.logger.log_hyperparams(config)
 
 
 class LitIFMCLI(LightningCLI):
@@ -40,8 +54,10 @@ def main(args: list[str] | None = None) -> LitIFMCLI:
         FieldAwareModel,
         FieldAwareDataModule,
         subclass_mode_model=True,
+        auto_configure_optimizers=False,  # the model's own optimizer arguments are the one way to set it
         parser_kwargs={command: {"default_config_files": default_config_files()} for command in _COMMANDS},
-        save_config_kwargs={"overwrite": True},
+        save_config_callback=LoggedConfig,
+        save_config_kwargs={"overwrite": True, "save_to_log_dir": True},
         args=args,
     )
 

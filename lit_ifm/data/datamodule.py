@@ -10,7 +10,8 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lit_ifm.data import encoding, sources
 from lit_ifm.data.batch import FieldBatch
@@ -88,6 +89,7 @@ class FieldAwareDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes.
         pin_memory: pin batches for faster host-to-GPU copies.
         cache_dir: where ``datasets`` caches parsed files (default: ``$LIT_IFM_CACHE`` or its own).
+        predict_split: the split ``predict`` scores.
         synthetic: the generator's settings when ``source`` is ``synthetic``.
     """
 
@@ -110,6 +112,7 @@ class FieldAwareDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         cache_dir: str | None = None,
+        predict_split: Literal["train", "validation", "test"] = "test",
         synthetic: SyntheticConfig = SyntheticConfig(),
     ):
         super().__init__()
@@ -120,7 +123,7 @@ class FieldAwareDataModule(L.LightningDataModule):
             raise ValueError("negatives_per_positive needs item_field, the field whose value a negative replaces")
         if min_count < 1:
             raise ValueError(f"min_count must be at least 1, got {min_count}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the CLI logs the whole resolved config instead
         self.synthetic = synthetic
         self.source = str(source)
         self.task = task
@@ -304,11 +307,20 @@ class FieldAwareDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self._datasets:
             self.setup()
-        hp = self.hparams
+        hp, dataset = self.hparams, self._datasets[split]
+        world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        if shuffle:
+            # A DistributedSampler even on one process: its order depends on (seed, epoch) only, so a run
+            # resumed from a checkpoint sees the same batches as an uninterrupted one, and every DDP rank
+            # shuffles alike.
+            sampler = DistributedSampler(dataset, world_size, rank, shuffle=True, seed=hp.split_seed)
+        else:
+            # Each validation/test row is scored exactly once across ranks (no padding duplicates).
+            sampler = UnrepeatedDistributedSampler(dataset, world_size, rank, shuffle=False)
         return DataLoader(
-            self._datasets[split],
+            dataset,
             batch_size=hp.batch_size if shuffle else hp.eval_batch_size or hp.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             collate_fn=_already_batched,
             num_workers=hp.num_workers,
             pin_memory=hp.pin_memory,
@@ -325,4 +337,4 @@ class FieldAwareDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader(self.hparams.predict_split, shuffle=False)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import datasets
 import numpy as np
+import torch
 
 from lit_ifm.data.schema import Field, FieldSchema
 
@@ -75,3 +76,7 @@ def synthetic_schema(config: SyntheticConfig = SyntheticConfig()) -> FieldSchema
     fields = [Field(name, "categorical", size, 1, index * size + config.vocabulary_size)
               for index, name in enumerate(config.field_names)]
     return FieldSchema(fields, size * config.num_fields)
+
+
+# Checkpoints carry the data module's hyper-parameters; let torch.load(weights_only=True) rebuild this.
+torch.serialization.add_safe_globals([SyntheticConfig])

@@ -65,7 +65,7 @@ class FieldAwareModel(L.LightningModule):
                 f"sparse_embeddings needs optimizer in {_SPARSE_OPTIMIZERS}, got {optimizer!r}: "
                 "torch's Adam and AdamW have no sparse update"
             )
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the CLI logs the whole resolved config instead
         self.schema = schema
         self.task = task
         self.embedding_dim = embedding_dim
@@ -135,7 +135,8 @@ class FieldAwareModel(L.LightningModule):
 
     def training_step(self, batch: FieldBatch, batch_idx: int) -> Tensor:
         loss = self.loss(self(batch), batch.labels)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(batch))
         if self.hparams.l2_regularization:
             loss = loss + self.regularization()
         return loss

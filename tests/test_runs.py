@@ -1,0 +1,126 @@
+"""Training as users run it: resume, DDP on CPU, mixed precision, W&B modes, predictions."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pandas as pd
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+import lit_ifm.models
+from lit_ifm import FM, FieldAwareDataModule, SyntheticConfig
+from lit_ifm.callbacks import PredictionWriter, TrainingThroughput
+from lit_ifm.loggers import resolve_wandb_mode
+from lit_ifm.models import FieldAwareModel
+
+MODEL_CLASSES = [getattr(lit_ifm.models, name) for name in lit_ifm.models.__all__
+                 if isinstance(getattr(lit_ifm.models, name), type)
+                 and issubclass(getattr(lit_ifm.models, name), FieldAwareModel)
+                 and getattr(lit_ifm.models, name) is not FieldAwareModel]
+
+
+def small_data(**options) -> FieldAwareDataModule:
+    return FieldAwareDataModule(synthetic=SyntheticConfig(rows=1500), **{"batch_size": 128, **options})
+
+
+def trainer(tmp_path, **options) -> L.Trainer:
+    defaults = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                    default_root_dir=tmp_path, enable_checkpointing=False)
+    return L.Trainer(**{**defaults, **options})
+
+
+def fresh_fm(data) -> FM:
+    L.seed_everything(7, verbose=False)
+    return FM(data.schema, embedding_dim=8, lr=0.02)
+
+
+def test_resumed_run_equals_the_uninterrupted_run(tmp_path):
+    data = small_data()
+    straight = fresh_fm(data)
+    trainer(tmp_path, max_epochs=2, deterministic=True).fit(straight, datamodule=data)
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    interrupted = fresh_fm(data)
+    trainer(tmp_path, max_epochs=1, deterministic=True, enable_checkpointing=True,
+            callbacks=[checkpoint]).fit(interrupted, datamodule=data)
+    L.seed_everything(123, verbose=False)  # the resumed process starts from another RNG state
+    resumed = FM(data.schema, embedding_dim=8, lr=0.02)
+    trainer(tmp_path, max_epochs=2, deterministic=True, enable_checkpointing=True,
+            callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)],
+            ).fit(resumed, datamodule=data, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    for (name, expected), actual in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(actual, expected, msg=name, rtol=0, atol=0)
+
+
+def test_two_ddp_processes_score_every_validation_row_once(tmp_path):
+    data = small_data(eval_batch_size=64)  # 300 validation rows: uneven last batches on 2 ranks
+    single = trainer(tmp_path).validate(fresh_fm(data), datamodule=data, verbose=False)[0]
+    double = trainer(tmp_path, devices=2, strategy="ddp_fork").validate(fresh_fm(data), datamodule=data,
+                                                                        verbose=False)[0]
+    assert double["val/rmse"] == pytest.approx(single["val/rmse"], rel=1e-6)
+
+
+def test_two_ddp_processes_train_like_one(tmp_path):
+    data_one, data_two = small_data(), small_data(batch_size=64)  # same global batch of 128
+    one, two = fresh_fm(data_one), fresh_fm(data_two)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ddp", monitor="val/rmse", save_last=True)
+    trainer(tmp_path, max_epochs=3).fit(one, datamodule=data_one)
+    ddp = trainer(tmp_path, max_epochs=3, devices=2, strategy="ddp_fork", enable_checkpointing=True,
+                  callbacks=[checkpoint])
+    ddp.fit(two, datamodule=data_two)
+    rmse_one = trainer(tmp_path).validate(one, datamodule=data_one, verbose=False)[0]["val/rmse"]  # after fit
+    rmse_two = ddp.callback_metrics["val/rmse"].item()
+    assert rmse_two == pytest.approx(rmse_one, rel=0.05)
+    written = sorted(p.name for p in (tmp_path / "ddp").iterdir())
+    assert len(written) == 2 and written[1] == "last.ckpt" and written[0].startswith("epoch="), written
+
+
+@pytest.mark.parametrize("model_class", MODEL_CLASSES, ids=lambda c: c.__name__)
+def test_bf16_mixed_precision_trains_without_nan(tmp_path, model_class):
+    data = small_data()
+    L.seed_everything(0, verbose=False)
+    model = model_class(data.schema, embedding_dim=8)
+    run = trainer(tmp_path, precision="bf16-mixed", max_epochs=1, limit_train_batches=3, limit_val_batches=2,
+                  callbacks=[TrainingThroughput()])
+    run.fit(model, datamodule=data)
+    assert math.isfinite(run.callback_metrics["train/loss"].item())
+    assert math.isfinite(run.callback_metrics["val/rmse"].item())
+
+
+def test_throughput_is_logged_per_epoch(tmp_path):
+    data = small_data()
+    run = trainer(tmp_path, max_epochs=1, callbacks=[TrainingThroughput()])
+    run.fit(fresh_fm(data), datamodule=data)
+    assert run.callback_metrics["train/samples_per_sec"].item() > 0
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_predictions_are_written_with_row_ids(tmp_path, suffix):
+    data = small_data(predict_split="validation")
+    model = fresh_fm(data)
+    output = tmp_path / f"predictions{suffix}"
+    trainer(tmp_path, callbacks=[PredictionWriter(str(output))]).predict(model, datamodule=data,
+                                                                          return_predictions=False)
+    frame = pd.read_parquet(output) if suffix == ".parquet" else pd.read_csv(output)
+    assert sorted(frame.row_id) == list(range(300))
+    assert frame.prediction.between(*data.schema.label_range).all()
+
+
+def test_wandb_mode_never_prompts(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from `wandb login`
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolve_wandb_mode() == ("disabled", "from WANDB_MODE")
+    monkeypatch.delenv("WANDB_MODE")
+    assert resolve_wandb_mode()[0] == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.invalid")
+    mode, reason = resolve_wandb_mode(timeout=2)
+    assert mode == "offline" and "did not answer" in reason
+    (tmp_path / ".netrc").write_text("machine wandb.invalid login user password " + "y" * 40 + "\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    monkeypatch.delenv("WANDB_API_KEY")
+    assert "did not answer" in resolve_wandb_mode(timeout=2)[1]  # the netrc key counts as a login
