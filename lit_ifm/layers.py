@@ -47,3 +47,59 @@ class MLP(nn.Sequential):
                     layers.append(nn.Dropout(dropout))
             input_dim = size
         super().__init__(*layers)
+
+
+def pair_products(embeddings: Tensor, left: Tensor, right: Tensor) -> Tensor:
+    """``(V_i x_i) * (V_j x_j)`` for every slot pair, ``(B, P, K)``, from ``V_i x_i`` of shape ``(B, S, K)``.
+
+    >>> pair_products(torch.ones(2, 3, 4), *slot_pairs([0, 1, 2])).shape
+    torch.Size([2, 3, 4])
+    """
+    return embeddings[:, left] * embeddings[:, right]
+
+
+def bi_interaction(embeddings: Tensor, slot_fields: Tensor, same_field: bool = True) -> Tensor:
+    """``sum_{i<j} e_i * e_j`` over slot pairs, ``(B, K)``, in O(S K) by the sum-square identity.
+
+    Without ``same_field`` the pairs within a field drop out: their part, ``sum_f (sum_{i in f} e_i)^2``
+    minus the squares, is what is subtracted instead of ``sum_i e_i^2``.
+
+    >>> e = torch.ones(1, 3, 2)
+    >>> bi_interaction(e, torch.tensor([0, 1, 1])), bi_interaction(e, torch.tensor([0, 1, 1]), same_field=False)
+    (tensor([[3., 3.]]), tensor([[2., 2.]]))
+    """
+    if same_field:
+        within = embeddings.pow(2).sum(dim=1)  # (B, K)
+    else:
+        field_sums = embeddings.new_zeros(embeddings.shape[0], int(slot_fields.max()) + 1, embeddings.shape[2])
+        field_sums = field_sums.index_add(1, slot_fields, embeddings)  # (B, F, K)
+        within = field_sums.pow(2).sum(dim=1)  # (B, K)
+    return 0.5 * (embeddings.sum(dim=1).pow(2) - within)
+
+
+class PairAttention(nn.Module):
+    """Attention over an instance's pair vectors (AFM's Eq. 5, IFM's feature aspect, Eq. 5):
+    ``a_p = h^T ReLU(W e_p + b)``, ``T = softmax(a / temperature)`` over the real pairs only.
+
+    Padded pairs get exactly 0; a row without any real pair gets all zeros (never NaN). The softmax runs in
+    at least float32 whatever the input dtype. Parameters: ``W`` (``attention_dim x K``) with bias ``b`` in
+    ``hidden``, ``h`` in ``projection``: ``attention_dim * (K + 2)`` in all.
+
+    >>> weights = PairAttention(4, 3)(torch.randn(2, 5, 4), torch.tensor([[1, 1, 0, 0, 0], [0, 0, 0, 0, 0]]).bool())
+    >>> weights.sum(dim=1).round(decimals=4).tolist(), weights[0, 2:].tolist()
+    ([1.0, 0.0], [0.0, 0.0, 0.0])
+    """
+
+    def __init__(self, embedding_dim: int, attention_dim: int, temperature: float = 1.0):
+        super().__init__()
+        self.hidden = nn.Linear(embedding_dim, attention_dim)
+        self.projection = nn.Linear(attention_dim, 1, bias=False)
+        self.temperature = temperature
+
+    def forward(self, pair_vectors: Tensor, pair_mask: Tensor) -> Tensor:
+        """Weights ``(B, P)`` (float32) from pair vectors ``(B, P, K)`` and the real-pair mask ``(B, P)``."""
+        logits = self.projection(torch.relu(self.hidden(pair_vectors))).squeeze(-1)  # (B, P)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32)) / self.temperature
+        logits = logits.masked_fill(~pair_mask, float("-inf"))
+        logits = logits.masked_fill(~pair_mask.any(dim=1, keepdim=True), 0.0)  # no real pair: uniform, zeroed below
+        return torch.softmax(logits, dim=1) * pair_mask

@@ -1,5 +1,25 @@
+from lit_ifm.models.afm import AFM
 from lit_ifm.models.base import FieldAwareModel
+from lit_ifm.models.deepfm import DeepFM
+from lit_ifm.models.deepifm import DeepIFM
+from lit_ifm.models.ffm import FFM
 from lit_ifm.models.fm import FM
+from lit_ifm.models.ifm import IFM, FieldPairImportance, InteractionDetails
+from lit_ifm.models.inn import INN
 from lit_ifm.models.linear import LinearModel
+from lit_ifm.models.nfm import NFM
 
-__all__ = ["FM", "FieldAwareModel", "LinearModel"]
+__all__ = [
+    "AFM",
+    "FFM",
+    "FM",
+    "IFM",
+    "INN",
+    "NFM",
+    "DeepFM",
+    "DeepIFM",
+    "FieldAwareModel",
+    "FieldPairImportance",
+    "InteractionDetails",
+    "LinearModel",
+]

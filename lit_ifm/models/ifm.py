@@ -1,0 +1,201 @@
+"""Interaction-aware Factorization Machine (Hong et al., AAAI 2019), the paper's Eq. 4-9, and the
+interaction-aware mechanism (IAM, Eq. 4-6 and 11) that INN and DeepIFM build on."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from lit_ifm.data.batch import FieldBatch
+from lit_ifm.data.schema import FieldSchema
+from lit_ifm.layers import PairAttention, pair_products, slot_pairs
+from lit_ifm.models.base import FieldAwareModel
+
+Variant = Literal["ifm", "unfactorized", "feature_aspect_only", "field_aspect_only"]
+
+
+@dataclass(frozen=True)
+class FieldPairImportance:
+    """One row of the paper's Table 3: the norm of the field aspect ``F_{f,g}`` and its share of all norms."""
+
+    first: str
+    second: str
+    norm: float
+    share: float
+
+
+@dataclass
+class InteractionDetails:
+    """The feature aspect of a batch: attention ``T`` ``(B, P)`` and, per pair, its slots and field names."""
+
+    attention: Tensor
+    slot_pairs: Tensor  # (P, 2)
+    field_pairs: list[tuple[str, str]]
+
+
+@dataclass
+class InteractionAspects:
+    """The generalized model's two embedding sets (Eq. 11) for the computed pairs::
+
+        feature    (B, P, K)   FX_ij = T_ij (V_i * V_j) x_i x_j, after the pair-layer dropout
+        field      (P, K)      IX_ij = F_{f_i, f_j}
+        attention  (B, P)      T_ij, 0 on pairs with an empty slot
+    """
+
+    feature: Tensor
+    field: Tensor
+    attention: Tensor
+
+    def fused(self) -> Tensor:
+        """``IX_ij * FX_ij`` per pair, ``(B, P, K)``: summed it is G_IFM (Eq. 13), concatenated INN's h0 (Eq. 14)."""
+        return self.feature * self.field
+
+
+class FieldAspect(nn.Module):
+    """The field-aware factor importance ``F_{f,g}`` of every field pair, ``(Q, K)``.
+
+    Factorized (Eq. 6): ``F_{f,g} = D^T (U_f * U_g)`` with ``U`` (``field_embedding``, stored ``F x K_F``)
+    and ``D`` (``factor_weights``, ``K_F x K``). Unfactorized (the paper's IFM-): one free K-vector per field
+    pair that the model enumerates: ``n(n-1)/2`` for single-valued fields, plus ``(f, f)`` for each
+    multi-valued field when same-field pairs are kept, so no row goes unused.
+
+    Args:
+        num_fields: n.
+        embedding_dim: K.
+        field_factors: K_F (factorized only).
+        field_pairs: ``(Q, 2)`` the field pairs to give a vector.
+        factorized: Eq. 6, or a free table.
+    """
+
+    def __init__(self, num_fields: int, embedding_dim: int, field_factors: int, field_pairs: Tensor, factorized: bool):
+        super().__init__()
+        self.register_buffer("field_pairs", field_pairs, persistent=False)
+        if factorized:
+            # D ~ N(0, 1/K_F) keeps F's entries near unit variance at the start.
+            self.field_embedding = nn.Parameter(torch.randn(num_fields, field_factors))
+            self.factor_weights = nn.Parameter(torch.randn(field_factors, embedding_dim) / math.sqrt(field_factors))
+        else:
+            self.prototypes = nn.Parameter(torch.randn(len(field_pairs), embedding_dim))
+
+    def forward(self) -> Tensor:
+        if not hasattr(self, "field_embedding"):
+            return self.prototypes
+        left, right = self.field_embedding[self.field_pairs[:, 0]], self.field_embedding[self.field_pairs[:, 1]]
+        return (left * right) @ self.factor_weights  # (Q, K_F) @ (K_F, K) -> (Q, K)
+
+
+class InteractionAwareModel(FieldAwareModel):
+    """What IFM, INN and DeepIFM share: the slot pairs, the feature aspect ``T`` (Eq. 5), the field aspect
+    ``F`` (Eq. 6), :meth:`aspects` (Eq. 11) and the interpretability outputs. Not a model by itself: a
+    subclass defines ``interaction`` from the aspects (a function G, Eq. 12).
+
+    Args:
+        schema: the data's fields and sizes (see :class:`FieldAwareModel`).
+        attention_dim: K_a, the attention network's hidden size.
+        field_factors: K_F, the rank of the field aspect's factorization (Eq. 6).
+        temperature: tau of Eq. 5; large values make T uniform over an instance's pairs.
+        variant: ``ifm`` (both aspects, factorized F), ``unfactorized`` (IFM-, a free F per field pair),
+            ``feature_aspect_only`` (FA-IFM, F = 1) or ``field_aspect_only`` (IA-IFM, T = 1 on real pairs).
+        same_field_pairs: keep pairs of two slots of one multi-valued field (Eq. 1 enumerates all
+            non-zero pairs); False drops them, the paper's Tencent setting.
+        **kwargs: :class:`FieldAwareModel`'s arguments; ``interaction_dropout`` acts on the weighted pair
+            vectors FX (the pair-wise interaction layer).
+    """
+
+    def __init__(
+        self,
+        schema: FieldSchema,
+        *,
+        attention_dim: int = 16,
+        field_factors: int = 16,
+        temperature: float = 10.0,
+        variant: Variant = "ifm",
+        same_field_pairs: bool = True,
+        **kwargs,
+    ):
+        super().__init__(schema, **kwargs)
+        left, right = slot_pairs(self.schema.slot_fields, same_field=same_field_pairs)
+        if len(left) == 0:
+            raise ValueError(f"{type(self).__name__} needs at least one slot pair; the schema has "
+                             f"{self.schema.num_slots} slots (same_field_pairs={same_field_pairs})")
+        pair_fields = torch.stack([self.slot_fields[left], self.slot_fields[right]], dim=1)  # (P, 2)
+        field_pairs, pair_field_index = torch.unique(pair_fields, dim=0, return_inverse=True)  # (Q, 2), (P,)
+        self.register_buffer("pair_left", left, persistent=False)
+        self.register_buffer("pair_right", right, persistent=False)
+        self.register_buffer("pair_field_index", pair_field_index, persistent=False)
+        self.feature_aspect = None if variant == "field_aspect_only" else \
+            PairAttention(self.embedding_dim, attention_dim, temperature)
+        self.field_aspect = None if variant == "feature_aspect_only" else FieldAspect(
+            self.schema.num_fields, self.embedding_dim, field_factors, field_pairs, factorized=variant != "unfactorized")
+
+    @property
+    def num_pairs(self) -> int:
+        """P, the slot pairs the model enumerates."""
+        return len(self.pair_left)
+
+    def aspects(self, embeddings: Tensor, mask: Tensor, pairs: Tensor | None = None) -> InteractionAspects:
+        """FX, IX and T (Eq. 5, 6, 11) from ``V_i x_i`` ``(B, S, K)`` and the slot mask ``(B, S)``.
+
+        ``pairs`` (indices into the model's P pairs) computes only those, e.g. a sampled subset; the
+        softmax then runs over them alone. Default: all pairs.
+        """
+        left, right, field_index = self.pair_left, self.pair_right, self.pair_field_index
+        if pairs is not None:
+            left, right, field_index = left[pairs], right[pairs], field_index[pairs]
+        products = pair_products(embeddings, left, right)  # (B, P, K)
+        pair_mask = mask[:, left] & mask[:, right]  # (B, P)
+        if self.feature_aspect is None:
+            attention = pair_mask.to(products.dtype)
+        else:
+            attention = self.feature_aspect(products, pair_mask)  # (B, P), float32 or wider
+        feature = self.interaction_dropout(attention.to(products.dtype).unsqueeze(-1) * products)  # (B, P, K)
+        field = products.new_ones(len(left), self.embedding_dim) if self.field_aspect is None else \
+            self.field_aspect()[field_index]  # (P, K)
+        return InteractionAspects(feature, field, attention)
+
+    def batch_aspects(self, batch: FieldBatch) -> InteractionAspects:
+        return self.aspects(self.embed(batch), batch.mask)
+
+    # --- interpretability ---------------------------------------------------------------------------
+
+    def field_pair_importance(self) -> list[FieldPairImportance]:
+        """Per field pair, ``||F_{f,g}||`` and its share of the sum (the paper's Table 3), largest first."""
+        if self.field_aspect is None:
+            raise ValueError("field_pair_importance needs the field aspect; variant='feature_aspect_only' has none")
+        with torch.no_grad():
+            norms = self.field_aspect().float().norm(dim=1)  # (Q,)
+            shares = norms / norms.sum()
+        names = self.schema.field_names
+        rows = [FieldPairImportance(names[f], names[g], norm, share) for (f, g), norm, share
+                in zip(self.field_aspect.field_pairs.tolist(), norms.tolist(), shares.tolist())]
+        return sorted(rows, key=lambda row: row.norm, reverse=True)
+
+    @torch.no_grad()
+    def interaction_details(self, batch: FieldBatch) -> InteractionDetails:
+        """The attention ``T`` ``(B, P)`` of every instance and what each of the P pairs is."""
+        names, fields = self.schema.field_names, self.schema.slot_fields
+        field_pairs = [(names[fields[i]], names[fields[j]]) for i, j in zip(self.pair_left.tolist(),
+                                                                            self.pair_right.tolist())]
+        attention = self.batch_aspects(batch).attention
+        return InteractionDetails(attention, torch.stack([self.pair_left, self.pair_right], dim=1), field_pairs)
+
+
+class IFM(InteractionAwareModel):
+    """``y = w0 + sum_i w_i x_i + sum_{(i,j) in X} T_ij (U_fi * U_fj)^T D (V_i * V_j) x_i x_j`` (Eq. 9),
+    i.e. G_IFM = ``sum <IX_ij, FX_ij>`` (Eq. 13). All arguments are :class:`InteractionAwareModel`'s.
+
+    Regularise the field aspect with ``l2_regularization={"field_aspect": lambda_F}``. Parameters: FM's
+    plus ``n K_F + K_F K`` (field aspect) plus ``K_a K + 2 K_a`` (attention).
+
+    >>> from lit_ifm.data.synthetic import synthetic_schema
+    >>> model = IFM(synthetic_schema(), embedding_dim=8, field_factors=4, attention_dim=3)
+    >>> model.num_parameters() == (8 * 210 + 210 + 1) + (10 * 4 + 4 * 8) + (3 * 8 + 2 * 3)
+    True
+    """
+
+    def interaction(self, batch: FieldBatch) -> Tensor:
+        return self.batch_aspects(batch).fused().sum(dim=(1, 2))

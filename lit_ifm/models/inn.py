@@ -1,0 +1,41 @@
+"""Interaction-aware Neural Network (Hong et al., AAAI 2019), the paper's Eq. 14-15."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from lit_ifm.data.batch import FieldBatch
+from lit_ifm.data.schema import FieldSchema
+from lit_ifm.layers import MLP
+from lit_ifm.models.ifm import InteractionAwareModel
+
+
+class INN(InteractionAwareModel):
+    """``h0 = concat_{(i,j)} IX_ij * FX_ij``, ``h_l = ReLU(Q_l h_{l-1} + z_l)``, ``G_INN = h_L`` with an
+    identity last layer (Eq. 14-15); ``y = w0 + sum_i w_i x_i + G_INN``.
+
+    h0 has one K-block per slot pair (P K inputs); a pair with an empty slot has ``T_ij = 0`` and so a
+    zero block.
+
+    Args:
+        schema: the data's fields and sizes (see :class:`FieldAwareModel`).
+        hidden_sizes: the ReLU hidden layers; a 1-unit identity output layer follows. The authors' code
+            uses one hidden layer of 5 units.
+        hidden_dropout: dropout after each hidden layer.
+        **kwargs: :class:`~lit_ifm.models.ifm.InteractionAwareModel`'s arguments (attention_dim,
+            field_factors, temperature, variant, same_field_pairs) and :class:`FieldAwareModel`'s.
+
+    >>> from lit_ifm.data.synthetic import synthetic_schema
+    >>> model = INN(synthetic_schema(), embedding_dim=8, hidden_sizes=(5,))
+    >>> model.num_pairs, model.mlp[0].in_features
+    (45, 360)
+    """
+
+    def __init__(self, schema: FieldSchema, *, hidden_sizes: tuple[int, ...] = (64,), hidden_dropout: float = 0.0,
+                 **kwargs):
+        super().__init__(schema, **kwargs)
+        self.mlp = MLP(self.num_pairs * self.embedding_dim, [*hidden_sizes, 1], dropout=hidden_dropout)
+
+    def interaction(self, batch: FieldBatch) -> Tensor:
+        h0 = self.batch_aspects(batch).fused().flatten(1)  # (B, P, K) -> (B, P K)
+        return self.mlp(h0).squeeze(-1)

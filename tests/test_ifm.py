@@ -1,0 +1,130 @@
+"""IFM's interaction-aware mechanism: the feature aspect's softmax, its limits, the field aspect,
+the parameter count and what the field aspect learns on planted interactions."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from helpers import mixed_schema, random_batch
+from single_thread import one_thread  # noqa: F401  (autouse)
+
+from lit_ifm import FM, IFM, INN, FieldAwareDataModule, FieldBatch, SyntheticConfig
+from lit_ifm.data.synthetic import synthetic_schema
+
+
+def real_pair_mask(model: IFM, batch: FieldBatch) -> torch.Tensor:
+    return batch.mask[:, model.pair_left] & batch.mask[:, model.pair_right]  # (B, P)
+
+
+def test_attention_sums_to_one_over_real_pairs_and_is_zero_on_padding():
+    model = IFM(schema=mixed_schema(), embedding_dim=4).eval()
+    batch = random_batch(mixed_schema(), rows=10, empty=0.4)
+    details = model.interaction_details(batch)
+    real = real_pair_mask(model, batch)
+    assert not real.all(), "the batch must hold pairs with an empty slot"
+    torch.testing.assert_close(details.attention.sum(dim=1), torch.ones(10))
+    assert (details.attention[~real] == 0).all()
+    assert details.attention.dtype == torch.float32
+    assert len(details.field_pairs) == model.num_pairs == details.slot_pairs.shape[0]
+    assert details.field_pairs[0] == ("user", "item")
+
+
+def test_a_row_without_real_pairs_gives_zero_not_nan():
+    model = IFM(schema=mixed_schema(), embedding_dim=4)
+    batch = random_batch(mixed_schema(), rows=3)
+    batch.feature_values[0, 1:] = 0.0  # one real slot: no pair at all
+    batch.feature_ids[0, 1:] = model.schema.padding_id
+    scores = model(batch)
+    scores.sum().backward()
+    assert torch.isfinite(scores).all()
+    assert model.interaction(batch)[0].item() == 0.0
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_high_temperature_makes_attention_uniform():
+    model = IFM(schema=mixed_schema(), embedding_dim=4, temperature=1e9).eval()
+    with torch.no_grad():
+        model.feature_aspect.hidden.weight.normal_(0.0, 3.0)
+    batch = random_batch(mixed_schema(), rows=6)
+    real = real_pair_mask(model, batch)
+    uniform = real / real.sum(dim=1, keepdim=True)
+    torch.testing.assert_close(model.interaction_details(batch).attention, uniform)
+
+
+def test_ones_field_aspect_and_uniform_attention_is_fm_over_the_pair_count():
+    schema = mixed_schema()
+    model = IFM(schema=schema, embedding_dim=5, field_factors=3, temperature=1e12).double().eval()
+    fm = FM(schema=schema, embedding_dim=5).double().eval()
+    with torch.no_grad():
+        model.feature_embedding.weight.normal_()
+        fm.feature_embedding.weight.copy_(model.feature_embedding.weight)
+        model.field_aspect.field_embedding.fill_(1.0)
+        model.field_aspect.factor_weights.fill_(1.0 / 3)  # D^T (1 * 1) = 1
+    batch = random_batch(schema, rows=8)
+    batch.feature_values = batch.feature_values.double()
+    pair_count = real_pair_mask(model, batch).sum(dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model.interaction(batch), fm.interaction(batch) / pair_count)
+
+
+def test_parameter_count_follows_the_paper():
+    schema = synthetic_schema()
+    m, n, K, K_F, K_a = schema.num_features, schema.num_fields, 16, 6, 5
+    fm = m * K + m + 1
+    model = IFM(schema=schema, embedding_dim=K, field_factors=K_F, attention_dim=K_a)
+    assert model.num_parameters() == fm + n * K_F + K_F * K + K_a * K + 2 * K_a
+    assert FM(schema=schema, embedding_dim=K).num_parameters() == fm
+    unfactorized = IFM(schema=schema, embedding_dim=K, attention_dim=K_a, variant="unfactorized")
+    assert unfactorized.num_parameters() == fm + n * (n - 1) // 2 * K + K_a * K + 2 * K_a
+    assert IFM(schema=schema, embedding_dim=K, attention_dim=K_a,
+               variant="feature_aspect_only").num_parameters() == fm + K_a * K + 2 * K_a
+    assert IFM(schema=schema, embedding_dim=K, field_factors=K_F,
+               variant="field_aspect_only").num_parameters() == fm + n * K_F + K_F * K
+
+
+def test_same_field_pairs_of_a_multi_valued_field():
+    schema = mixed_schema()  # 6 slots, tags takes 3 of them: 3 same-field pairs
+    assert IFM(schema=schema).num_pairs == 15
+    assert IFM(schema=schema, same_field_pairs=False).num_pairs == 12
+    with_pairs = IFM(schema=schema, variant="unfactorized").field_aspect.prototypes.shape[0]
+    without = IFM(schema=schema, variant="unfactorized", same_field_pairs=False).field_aspect.prototypes.shape[0]
+    assert (with_pairs, without) == (7, 6)  # the 6 field pairs, plus (tags, tags)
+
+
+def test_a_pair_subset_computes_only_those_pairs():
+    model = IFM(schema=mixed_schema(), embedding_dim=4).eval()
+    batch = random_batch(mixed_schema(), rows=5)
+    embeddings = model.embed(batch)
+    full = model.aspects(embeddings, batch.mask)
+    pairs = torch.tensor([0, 3, 7])
+    subset = model.aspects(embeddings, batch.mask, pairs)
+    assert subset.feature.shape == (5, 3, 4) and subset.field.shape == (3, 4)
+    torch.testing.assert_close(subset.field, full.field[pairs])
+    real = real_pair_mask(model, batch)[:, pairs]
+    torch.testing.assert_close(subset.attention.sum(dim=1), real.any(dim=1).float())
+
+
+def test_field_pair_importance_reports_norms_and_shares():
+    model = IFM(schema=mixed_schema(), embedding_dim=4)
+    rows = model.field_pair_importance()
+    assert len(rows) == 7
+    assert {(row.first, row.second) for row in rows} >= {("user", "item"), ("tags", "tags")}
+    assert sum(row.share for row in rows) == pytest.approx(1.0)
+    assert [row.norm for row in rows] == sorted((row.norm for row in rows), reverse=True)
+    with pytest.raises(ValueError, match="field aspect"):
+        IFM(schema=mixed_schema(), variant="feature_aspect_only").field_pair_importance()
+    assert len(INN(schema=mixed_schema(), embedding_dim=4).field_pair_importance()) == 7
+
+
+def test_field_aspect_ranks_the_planted_field_pairs_first():
+    data = FieldAwareDataModule(synthetic=SyntheticConfig(rows=8000), batch_size=256)
+    L.seed_everything(0, verbose=False)
+    model = IFM(schema=data.schema, embedding_dim=8, field_factors=8, attention_dim=4, lr=0.02,
+                l2_regularization={"field_aspect": 1e-4})
+    trainer = L.Trainer(max_epochs=12, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.fit(model, datamodule=data)
+    ranking = model.field_pair_importance()
+    assert {(row.first, row.second) for row in ranking[:3]} == {("f0", "f1"), ("f2", "f3"), ("f4", "f7")}, ranking[:5]
+    assert ranking[2].norm > 2 * ranking[3].norm, ranking[:5]

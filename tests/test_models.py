@@ -1,0 +1,220 @@
+"""Every model's forward against a plain loop over its equation, and what every model must do
+(gradients everywhere, overfit one batch), parametrised over all models lit_ifm.models exports."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import mixed_schema, random_batch
+from single_thread import one_thread  # noqa: F401  (autouse)
+
+import lit_ifm.models
+from lit_ifm import AFM, FFM, IFM, INN, NFM, DeepFM, DeepIFM, FieldAwareModel, LinearModel
+from lit_ifm.layers import slot_pairs
+
+MODELS = [model for name in lit_ifm.models.__all__
+          if isinstance(model := getattr(lit_ifm.models, name), type) and issubclass(model, FieldAwareModel)
+          and model.interaction is not FieldAwareModel.interaction]
+UNUSED_PARAMETERS = {LinearModel: {"feature_embedding.weight"}}  # a linear model has V but never reads it
+
+
+def build(model_class, same_field_pairs: bool = True, **options) -> FieldAwareModel:
+    """A double-precision model in eval mode with every parameter random (not the zero/one initial values)."""
+    if model_class not in (FieldAwareModel, LinearModel) and "same_field_pairs" in _keywords(model_class):
+        options["same_field_pairs"] = same_field_pairs
+    model = model_class(schema=mixed_schema(), embedding_dim=4, **options).double()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.5)
+    return model.eval()
+
+
+def _keywords(model_class) -> set[str]:
+    import inspect
+
+    return {name for cls in model_class.__mro__ if "__init__" in vars(cls)
+            for name in inspect.signature(cls.__init__).parameters}
+
+
+def double_batch(rows: int = 8):
+    batch = random_batch(mixed_schema(), rows=rows)
+    batch.feature_values = batch.feature_values.double()
+    batch.labels = batch.labels.double()
+    assert (batch.feature_values == 0).any(), "the batch must hold padded slots"
+    return batch
+
+
+# --- the loops ------------------------------------------------------------------------------------
+
+
+def real_pairs(model, x, same_field_pairs):
+    """Eq. 1 for one row: slot pairs i < j with both values non-zero (and in two fields unless same_field_pairs)."""
+    fields = model.schema.slot_fields
+    slots = [s for s in range(len(x)) if x[s] != 0]
+    return [(i, j) for a, i in enumerate(slots) for j in slots[a + 1:] if same_field_pairs or fields[i] != fields[j]]
+
+
+def linear_part(model, ids, x):
+    w, w0 = model.linear.weight[:, 0], model.bias[0]
+    return w0 + sum(w[ids[s]] * x[s] for s in range(len(ids)) if x[s] != 0)
+
+
+def rows_of(batch):
+    return zip(batch.feature_ids.tolist(), batch.feature_values.tolist())
+
+
+def pair_vector(model, ids, x, i, j):
+    V = model.feature_embedding.weight
+    return V[ids[i]] * V[ids[j]] * x[i] * x[j]
+
+
+def softmax_attention(attention, vectors, temperature=1.0):
+    """h^T ReLU(W e + b) / temperature for each e, then softmax."""
+    W, b, h = attention.hidden.weight, attention.hidden.bias, attention.projection.weight[0]
+    logits = torch.stack([h @ torch.relu(W @ e + b) / temperature for e in vectors])
+    return torch.softmax(logits, dim=0)
+
+
+def field_vector(model, f, g):
+    aspect = model.field_aspect
+    if aspect is None:
+        return torch.ones(model.embedding_dim, dtype=torch.float64)
+    if hasattr(aspect, "field_embedding"):
+        U, D = aspect.field_embedding, aspect.factor_weights
+        return D.T @ (U[f] * U[g])
+    return aspect.prototypes[aspect.field_pairs.tolist().index([f, g])]
+
+
+def ifm_pairs_by_loops(model, ids, x, same_field_pairs):
+    """[(pair, T_ij F_{fi,fj} * (V_i * V_j) x_i x_j)] for one row: the IX * FX of Eq. 11."""
+    fields = model.schema.slot_fields
+    pairs = real_pairs(model, x, same_field_pairs)
+    vectors = [pair_vector(model, ids, x, i, j) for i, j in pairs]
+    if model.feature_aspect is None:
+        weights = [1.0] * len(pairs)
+    else:
+        weights = softmax_attention(model.feature_aspect, vectors, model.feature_aspect.temperature)
+    return [((i, j), t * field_vector(model, fields[i], fields[j]) * e)
+            for (i, j), t, e in zip(pairs, weights, vectors)]
+
+
+def ifm_by_loops(model, batch, same_field_pairs):
+    return torch.stack([linear_part(model, ids, x) + sum(v.sum() for _, v in ifm_pairs_by_loops(
+        model, ids, x, same_field_pairs)) for ids, x in rows_of(batch)])
+
+
+def inn_by_loops(model, batch, same_field_pairs):
+    order = list(zip(*(t.tolist() for t in slot_pairs(model.schema.slot_fields, same_field_pairs))))
+    outputs = []
+    for ids, x in rows_of(batch):
+        h0 = torch.zeros(len(order), model.embedding_dim, dtype=torch.float64)
+        for pair, vector in ifm_pairs_by_loops(model, ids, x, same_field_pairs):
+            h0[order.index(pair)] = vector
+        outputs.append(linear_part(model, ids, x) + model.mlp(h0.flatten()[None])[0, 0])
+    return torch.stack(outputs)
+
+
+def fm_pairs(model, ids, x, same_field_pairs):
+    return sum(pair_vector(model, ids, x, i, j) for i, j in real_pairs(model, x, same_field_pairs))
+
+
+def deep_part(model, ids, x):
+    V = model.feature_embedding.weight
+    concatenated = torch.cat([V[ids[s]] * x[s] for s in range(len(ids))])
+    return model.deep(concatenated[None])[0, 0]
+
+
+def deepfm_by_loops(model, batch, same_field_pairs):
+    return torch.stack([linear_part(model, ids, x) + fm_pairs(model, ids, x, same_field_pairs).sum()
+                        + deep_part(model, ids, x) for ids, x in rows_of(batch)])
+
+
+def deepifm_by_loops(model, batch, same_field_pairs):
+    return ifm_by_loops(model, batch, same_field_pairs) + torch.stack(
+        [deep_part(model, ids, x) for ids, x in rows_of(batch)])
+
+
+def nfm_by_loops(model, batch, same_field_pairs):
+    return torch.stack([linear_part(model, ids, x) + model.mlp(model.pooled_norm(
+        fm_pairs(model, ids, x, same_field_pairs)[None]))[0, 0] for ids, x in rows_of(batch)])
+
+
+def afm_by_loops(model, batch, same_field_pairs):
+    outputs = []
+    for ids, x in rows_of(batch):
+        vectors = [pair_vector(model, ids, x, i, j) for i, j in real_pairs(model, x, same_field_pairs)]
+        weights = softmax_attention(model.attention, vectors)
+        pooled = sum(a * e for a, e in zip(weights, vectors))
+        outputs.append(linear_part(model, ids, x) + model.projection.weight[0] @ pooled)
+    return torch.stack(outputs)
+
+
+def ffm_by_loops(model, batch, same_field_pairs):
+    fields, n, K = model.schema.slot_fields, model.schema.num_fields, model.embedding_dim
+    table = model.field_aware_embedding.weight.view(-1, n, K)  # V_{feature, field}
+    return torch.stack([linear_part(model, ids, x) + sum(
+        table[ids[i], fields[j]] @ table[ids[j], fields[i]] * x[i] * x[j]
+        for i, j in real_pairs(model, x, same_field_pairs)) for ids, x in rows_of(batch)])
+
+
+CASES = [
+    (IFM, {}, ifm_by_loops),
+    (IFM, {"variant": "unfactorized"}, ifm_by_loops),
+    (IFM, {"variant": "feature_aspect_only"}, ifm_by_loops),
+    (IFM, {"variant": "field_aspect_only"}, ifm_by_loops),
+    (INN, {"hidden_sizes": (5, 3)}, inn_by_loops),
+    (DeepIFM, {"hidden_sizes": (6,), "batch_norm": True}, deepifm_by_loops),
+    (AFM, {"attention_dim": 3}, afm_by_loops),
+    (NFM, {"hidden_sizes": (6,)}, nfm_by_loops),
+    (DeepFM, {"hidden_sizes": (6, 5)}, deepfm_by_loops),
+    (FFM, {}, ffm_by_loops),
+]
+
+
+@pytest.mark.parametrize("same_field_pairs", [True, False], ids=["same_field", "cross_field"])
+@pytest.mark.parametrize(("model_class", "options", "by_loops"), CASES,
+                         ids=[f"{c.__name__}-{o.get('variant', '')}" for c, o, _ in CASES])
+def test_forward_equals_its_equation_by_loops(model_class, options, by_loops, same_field_pairs):
+    model = build(model_class, same_field_pairs, **options)
+    batch = double_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch), by_loops(model, batch, same_field_pairs))
+
+
+def test_every_model_is_covered():
+    assert {AFM, FFM, IFM, INN, NFM, DeepFM, DeepIFM} <= set(MODELS)
+
+
+# --- what every model must do ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_class", MODELS, ids=lambda c: c.__name__)
+def test_every_trainable_parameter_receives_a_gradient(model_class):
+    model = model_class(schema=mixed_schema(), embedding_dim=4)
+    with torch.no_grad():  # off the zero/one initial values that would hide a missing gradient path
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    model.train()
+    batch = random_batch(mixed_schema(), rows=8)
+    model.loss(model(batch), batch.labels).backward()
+    unused = UNUSED_PARAMETERS.get(model_class, set())
+    missing = [name for name, p in model.named_parameters()
+               if p.requires_grad and name not in unused and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not missing, f"{model_class.__name__}: no gradient reaches {missing}"
+
+
+@pytest.mark.parametrize("model_class", MODELS, ids=lambda c: c.__name__)
+def test_every_model_overfits_one_small_batch(model_class):
+    schema = mixed_schema()
+    model = model_class(schema=schema, embedding_dim=8)
+    batch = random_batch(schema, rows=16)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.03)
+    model.train()
+    losses = []
+    for _ in range(150):
+        optimizer.zero_grad()
+        loss = model.loss(model(batch), batch.labels)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0], (model_class.__name__, losses[0], losses[-1])
