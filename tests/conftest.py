@@ -16,6 +16,8 @@ os.environ.setdefault("HF_HOME", str(_CACHE / "hf"))
 os.environ.setdefault("LIT_IFM_CACHE", str(_CACHE / "datasets"))
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_DIR", str(_CACHE / "wandb"))
+# Lightning 2.6's CLI calls jsonargparse APIs that jsonargparse 4.5x deprecates: not ours to fix.
+os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 
 
 def data_root() -> Path:

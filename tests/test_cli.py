@@ -21,8 +21,27 @@ def test_fit_one_epoch_on_synthetic_data_then_test(tmp_path):
     assert "test/rmse" in result.stdout
     checkpoints = sorted(p.name for p in tmp_path.glob("runs/**/checkpoints/*.ckpt"))
     assert checkpoints == ["best-epoch=0.ckpt", "last.ckpt"]
-    metrics = next(tmp_path.glob("runs/**/metrics.csv")).read_text()
-    assert "val/rmse" in metrics and "train/loss" in metrics
+    assert "W&B logging offline (from WANDB_MODE)" in result.stderr + result.stdout
+    assert len(list(tmp_path.glob("runs/wandb/offline-run-*/run-*.wandb"))) == 1
+    assert (tmp_path / "runs" / "config.yaml").is_file()
+
+
+def test_the_logger_receives_the_nested_config_and_the_parameter_count(tmp_path, monkeypatch):
+    from lit_ifm.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lit-ifm"])
+    cli = main(["fit", "--config", str(REPO / "recipes" / "fm_synthetic.yaml"), "--trainer.max_epochs", "1",
+                "--data.synthetic.rows", "2000", "--trainer.enable_progress_bar", "false",
+                "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", "logs",
+                "--trainer.log_every_n_steps", "1"])
+    logged = yaml.safe_load(next(tmp_path.glob("logs/**/hparams.yaml")).read_text())
+    assert logged["model"]["init_args"]["embedding_dim"] == 16 and "embedding_dim" not in logged
+    assert logged["data"]["synthetic"]["rows"] == 2000 and logged["data"]["split_seed"] == 2019
+    assert logged["num_parameters"] == cli.model.num_parameters()
+    metrics = next(tmp_path.glob("logs/**/metrics.csv")).read_text().splitlines()[0]
+    for name in ("train/loss", "train/loss_epoch", "train/samples_per_sec", "val/rmse", "test/rmse"):
+        assert name in metrics.split(","), name
 
 
 def test_print_config_resolves_the_recipe_over_cli_yaml(tmp_path):
