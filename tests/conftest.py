@@ -32,6 +32,16 @@ def frappe_dir() -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def small_frappe_dir(frappe_dir, tmp_path_factory) -> Path:
+    """The first 300 rows of each shared Frappe file: a quick stand-in wherever a recipe reads Frappe."""
+    folder = tmp_path_factory.mktemp("small_frappe")
+    for split in ("train", "validation", "test"):
+        lines = (frappe_dir / f"frappe.{split}.libfm").read_text().splitlines()[:300]
+        (folder / f"frappe.{split}.libfm").write_text("\n".join(lines) + "\n")
+    return folder
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
