@@ -124,3 +124,33 @@ def test_wandb_mode_never_prompts(monkeypatch, tmp_path):
     (tmp_path / ".netrc").chmod(0o600)
     monkeypatch.delenv("WANDB_API_KEY")
     assert "did not answer" in resolve_wandb_mode(timeout=2)[1]  # the netrc key counts as a login
+
+
+def test_ifm_predictions_carry_the_attention_of_every_pair(tmp_path):
+    from lit_ifm import IFM
+
+    data = small_data(predict_split="validation")
+    output = tmp_path / "attention.parquet"
+    trainer(tmp_path, callbacks=[PredictionWriter(str(output), with_attention=True)]).predict(
+        IFM(data.schema, embedding_dim=8), datamodule=data, return_predictions=False)
+    frame = pd.read_parquet(output)
+    attention = frame[[name for name in frame.columns if name.startswith("attention:")]]
+    assert attention.shape == (300, 45) and "attention:f0-f1" in attention.columns
+    assert (attention.sum(axis=1) - 1).abs().max() < 1e-5
+
+
+def test_field_importance_is_reported_as_csv_and_on_wandb(tmp_path):
+    from lit_ifm import IFM
+    from lit_ifm.callbacks import FieldImportanceReport
+    from lit_ifm.loggers import WandbLogger
+
+    data = small_data()
+    logger = WandbLogger(save_dir=str(tmp_path), mode="offline")
+    run = trainer(tmp_path, logger=logger, max_epochs=1, callbacks=[FieldImportanceReport()])
+    run.fit(IFM(data.schema, embedding_dim=8), datamodule=data)
+    logger.experiment.finish()
+    table = pd.read_csv(next(tmp_path.rglob("field_pair_importance.csv")))
+    assert len(table) == 45 and abs(table.share.sum() - 1) < 1e-6
+    assert table.norm.is_monotonic_decreasing
+    assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/field_pair_importance_heatmap*.png"))
+    assert list(tmp_path.glob("wandb/offline-run-*/files/media/table/field_pair_importance*.json"))

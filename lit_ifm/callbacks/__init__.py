@@ -1,4 +1,5 @@
+from lit_ifm.callbacks.field_importance import FieldImportanceReport
 from lit_ifm.callbacks.predictions import PredictionWriter
 from lit_ifm.callbacks.throughput import TrainingThroughput
 
-__all__ = ["PredictionWriter", "TrainingThroughput"]
+__all__ = ["FieldImportanceReport", "PredictionWriter", "TrainingThroughput"]

@@ -5,50 +5,64 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv
 import pyarrow.parquet
-import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
 
 
-class PredictionWriter(BasePredictionWriter):
-    """Writes every ``predict_step`` output (``row_id``, ``prediction`` and whatever else the model
-    returns, e.g. IFM's per-pair ``attention``) to one file per rank at the end of ``predict``.
+class PredictionWriter(L.Callback):
+    """Writes ``row_id`` and ``prediction`` of every predicted row (and, with ``with_attention``, the
+    IFM family's per-instance attention T_ij, one column per slot pair) at the end of ``predict``.
 
     Args:
         output_path: ``.parquet`` or ``.csv``; under DDP rank r writes ``<stem>.rank<r><suffix>``.
-
-    In CSV, a per-row vector such as ``attention`` becomes one column per entry (``attention_0``, ...);
-    parquet keeps it as a list column.
+        with_attention: add the attention columns ``attention:<field>-<field>`` (models with a feature
+            aspect only).
     """
 
-    def __init__(self, output_path: str = "predictions.parquet"):
-        super().__init__(write_interval="epoch")
+    def __init__(self, output_path: str = "predictions.parquet", with_attention: bool = False):
         self.output_path = Path(output_path)
+        self.with_attention = with_attention
         if self.output_path.suffix.lower() not in (".parquet", ".csv"):
             raise ValueError(f"PredictionWriter: output_path must end in .parquet or .csv, got {output_path!r}")
 
-    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions, batch_indices) -> None:
-        outputs = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
-        columns = {key: torch.cat([output[key] for output in outputs]).float().cpu().numpy()
-                   for key in outputs[0]}
-        columns["row_id"] = columns["row_id"].astype("int64")
-        csv = self.output_path.suffix.lower() == ".csv"
-        arrays = {}
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.with_attention and not hasattr(pl_module, "interaction_details"):
+            raise ValueError(f"PredictionWriter(with_attention=True): {type(pl_module).__name__} has no "
+                             "per-instance attention; use a model of the IFM family")
+        self._columns: dict[str, list[np.ndarray]] = {}
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0):
+        columns = {name: values.float().cpu().numpy() for name, values in outputs.items()}
+        if self.with_attention:
+            details = pl_module.interaction_details(batch)
+            attention = details.attention.float().cpu().numpy()  # (B, P)
+            for index, name in enumerate(self._attention_names(details.field_pairs)):
+                columns[name] = attention[:, index]
         for name, values in columns.items():
-            if values.ndim == 1:
-                arrays[name] = pa.array(values)
-            elif csv:
-                arrays.update({f"{name}_{index}": pa.array(values[:, index]) for index in range(values.shape[1])})
-            else:
-                arrays[name] = pa.array(list(values))
-        table = pa.table(arrays)
+            self._columns.setdefault(name, []).append(values)
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        columns = {name: np.concatenate(parts) for name, parts in self._columns.items()}
+        columns["row_id"] = columns["row_id"].astype(np.int64)
+        table = pa.table({name: pa.array(values) for name, values in columns.items()})
         path = self.output_path
         if trainer.world_size > 1:
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        if csv:
+        if path.suffix.lower() == ".csv":
             pyarrow.csv.write_csv(table, path)
         else:
             pyarrow.parquet.write_table(table, path)
+
+    @staticmethod
+    def _attention_names(field_pairs: list[tuple[str, str]]) -> list[str]:
+        names, seen = [], {}
+        for first, second in field_pairs:
+            name = f"attention:{first}-{second}"
+            seen[name] = seen.get(name, 0) + 1
+            names.append(name if seen[name] == 1 else f"{name}#{seen[name]}")  # multi-valued fields repeat pairs
+        return names
+
+
