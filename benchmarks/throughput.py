@@ -44,40 +44,58 @@ class EpochTimer(L.Callback):
         self.seconds: list[float] = []
 
     def on_train_epoch_start(self, trainer, module):
+        _synchronize(module.device)
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, module):
+        _synchronize(module.device)
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def lightning_seconds(model_class, data, model_args, epochs: int) -> float:
+def _synchronize(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def lightning_seconds(model_class, data, model_args, epochs: int, accelerator: str = "cpu",
+                      precision: str = "32-true") -> float:
+    """Seconds of the fastest training epoch after the first, through ``Trainer.fit``."""
     torch.manual_seed(0)
     model = model_class(data.schema, **model_args)
     timer = EpochTimer()
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
+                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer],
+                        accelerator=accelerator, devices=1, precision=precision)
     trainer.fit(model, datamodule=data)
     return min(timer.seconds[1:])  # the first epoch warms up
 
 
-def plain_loop_seconds(model_class, data, model_args, epochs: int, batch_size: int) -> float:
+def plain_loop_seconds(model_class, data, model_args, epochs: int, batch_size: int, device: str = "cpu",
+                       precision: str = "32-true") -> float:
+    """The same model and tensors in a hand-written loop: no Lightning, no DataLoader."""
     torch.manual_seed(0)
-    model = model_class(data.schema, **model_args)
+    model = model_class(data.schema, **model_args).to(device)
     optimizer = model.configure_optimizers()
     train = data._datasets["train"]
     ids, values, labels = train.feature_ids, train.feature_values, train.labels
+    if torch.device(device).type == "cuda":
+        ids, values, labels = ids.pin_memory(), values.pin_memory(), labels.pin_memory()
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
     seconds = []
     model.train()
     for _ in range(epochs):
+        _synchronize(device)
         start = time.perf_counter()
         order = torch.randperm(len(labels))
         for first in range(0, len(labels), batch_size):
             index = order[first: first + batch_size]
-            batch = FieldBatch(ids[index], values[index], labels[index], index)
-            loss = model.loss(model(batch), batch.labels)
+            batch = FieldBatch(ids[index], values[index], labels[index], index).to(device, non_blocking=True)
+            with autocast:
+                loss = model.loss(model(batch), batch.labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+        _synchronize(device)
         seconds.append(time.perf_counter() - start)
     return min(seconds[1:])
 
