@@ -6,6 +6,7 @@ memory-mapped); the vocabulary look-ups are vectorised numpy/Arrow work, never a
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from lit_ifm.data.schema import Field, FieldKind
 from lit_ifm.data.sources import DataError, line_of
 
 MAP_BATCH_SIZE = 50_000
+_ENCODING_VERSION = 1  # bump when parsing or encoding changes, so cached results are not reused
 
 
 @dataclass
@@ -59,6 +61,18 @@ class EncodingReport:
 
 def _by_field(counts: Counter) -> str:
     return f"{sum(counts.values())} ({', '.join(f'{name} {n}' for name, n in counts.items() if n)})"
+
+
+def fingerprint(*parts) -> str:
+    """The cache key of a parsing step, from its input's fingerprint and everything the step depends on.
+
+    Given to ``Dataset.map`` so ``datasets`` need not hash the step's code with dill (which fails on
+    some pyarrow/Python pairs and costs time).
+
+    >>> fingerprint("abc", [1, 2]) == fingerprint("abc", [1, 2]) != fingerprint("abc", [2, 1])
+    True
+    """
+    return hashlib.sha256(repr((_ENCODING_VERSION, parts)).encode()).hexdigest()[:32]
 
 
 def _to_numpy_matrix(column: pa.ChunkedArray | pa.Array, width: int, dtype) -> np.ndarray:
@@ -137,6 +151,7 @@ def parse_libfm(lines: datasets.Dataset, path: Path, field_names: tuple[str, ...
             "values": datasets.Sequence(datasets.Value("float32"), length=width),
         }),
         desc=f"parsing {path.name}",
+        new_fingerprint=fingerprint(lines._fingerprint, "libfm", field_names),
     )
     return _columns(parsed, width, "raw_ids", "values")
 
@@ -303,6 +318,9 @@ class TableVocabulary:
                 "truncated": datasets.Sequence(datasets.Value("int64"), length=len(self.columns)),
             }),
             desc=f"encoding {path.name}",
+            new_fingerprint=fingerprint(dataset._fingerprint, "table", split, labelled, self.label, self.columns,
+                                        self.offsets, self.slots, self.num_features,
+                                        [None if v is None else v.to_pylist() for v in self.vocabularies]),
         )
         table = encoded.data.table
         for name, key in (("unseen", self.report.unseen_values), ("truncated", self.report.truncated_rows)):
