@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import datasets
+from datasets.table import InMemoryTable
 import numpy as np
 import torch
 
+from lit_ifm.data.encoding import fingerprint
 from lit_ifm.data.schema import Field, FieldSchema
 
 
@@ -62,7 +64,9 @@ class SyntheticConfig:
         else:
             label = score + rng.normal(0.0, self.noise, size=self.rows)
         columns = {name: values[:, index] for index, name in enumerate(self.field_names)}
-        return datasets.Dataset.from_dict({**columns, "label": label})
+        table = InMemoryTable.from_pydict({**columns, "label": label})
+        # The table is a function of (config, task): say so rather than have datasets hash every row.
+        return datasets.Dataset(table, fingerprint=fingerprint("synthetic", self, task))
 
 
 def synthetic_schema(config: SyntheticConfig = SyntheticConfig()) -> FieldSchema:
