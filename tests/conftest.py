@@ -43,5 +43,10 @@ def small_frappe_dir(frappe_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _seed() -> None:
+def _seed_and_one_thread():
+    """Tiny tensors: torch's thread pool costs far more than it saves (10x on a busy 2-core machine)."""
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import torch
 
+import lit_ifm.models
 from lit_ifm.data import Field, FieldBatch, FieldSchema
+from lit_ifm.models import FieldAwareModel
+
+# Every model lit_ifm exports, so a new model is tested without new test code.
+MODELS = [model for name in lit_ifm.models.__all__
+          if isinstance(model := getattr(lit_ifm.models, name), type) and issubclass(model, FieldAwareModel)
+          and model.interaction is not FieldAwareModel.interaction]
 
 
 def mixed_schema() -> FieldSchema:

@@ -7,7 +7,6 @@ import lightning as L
 import pytest
 import torch
 from helpers import mixed_schema, random_batch
-from single_thread import one_thread  # noqa: F401  (autouse)
 
 from lit_ifm import FM, IFM, INN, FieldAwareDataModule, FieldBatch, SyntheticConfig
 from lit_ifm.data.synthetic import synthetic_schema

@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import mixed_schema, random_batch
-from single_thread import one_thread  # noqa: F401  (autouse)
+from helpers import MODELS, mixed_schema, random_batch
 
-import lit_ifm.models
 from lit_ifm import AFM, FFM, IFM, INN, NFM, DeepFM, DeepIFM, FieldAwareModel, LinearModel
 from lit_ifm.layers import slot_pairs
 
-MODELS = [model for name in lit_ifm.models.__all__
-          if isinstance(model := getattr(lit_ifm.models, name), type) and issubclass(model, FieldAwareModel)
-          and model.interaction is not FieldAwareModel.interaction]
 UNUSED_PARAMETERS = {LinearModel: {"feature_embedding.weight"}}  # a linear model has V but never reads it
 
 
@@ -151,7 +146,7 @@ def afm_by_loops(model, batch, same_field_pairs):
 
 def ffm_by_loops(model, batch, same_field_pairs):
     fields, n, K = model.schema.slot_fields, model.schema.num_fields, model.embedding_dim
-    table = model.field_aware_embedding.weight.view(-1, n, K)  # V_{feature, field}
+    table = model.feature_embedding.weight.view(-1, n, K)  # V_{feature, field}
     return torch.stack([linear_part(model, ids, x) + sum(
         table[ids[i], fields[j]] @ table[ids[j], fields[i]] * x[i] * x[j]
         for i, j in real_pairs(model, x, same_field_pairs)) for ids, x in rows_of(batch)])

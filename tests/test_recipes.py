@@ -9,21 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO
-from single_thread import one_thread  # noqa: F401  (autouse)
 
 from lit_ifm.__main__ import main
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
-
-
-def head_of_frappe(frappe_dir: Path, folder: Path, lines: int = 500) -> Path:
-    """The first lines of each shared Frappe libFM file."""
-    folder.mkdir()
-    for split in ("train", "validation", "test"):
-        with open(frappe_dir / f"frappe.{split}.libfm") as source:
-            head = [next(source) for _ in range(lines)]
-        (folder / f"frappe.{split}.libfm").write_text("".join(head))
-    return folder
 
 
 def tiny_ml_tag(folder: Path, rows: int = 300) -> Path:
@@ -38,9 +27,9 @@ def tiny_ml_tag(folder: Path, rows: int = 300) -> Path:
 
 
 @pytest.fixture(scope="module")
-def local_sources(tmp_path_factory, frappe_dir) -> dict[str, Path]:
+def local_sources(tmp_path_factory, small_frappe_dir) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sources")
-    return {"frappe": head_of_frappe(frappe_dir, root / "frappe"), "movielens": tiny_ml_tag(root / "ml-tag")}
+    return {"frappe": small_frappe_dir, "movielens": tiny_ml_tag(root / "ml-tag")}
 
 
 def test_every_model_has_a_recipe_per_dataset():
@@ -49,8 +38,6 @@ def test_every_model_has_a_recipe_per_dataset():
         assert {f"{model}_frappe", f"{model}_movielens", f"{model}_synthetic"} <= stems
 
 
-# In process, Lightning's own call of a deprecated jsonargparse API surfaces (a subprocess would hide it).
-@pytest.mark.filterwarnings("ignore::DeprecationWarning:lightning.pytorch.cli")
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: path.stem)
 def test_recipe_completes_a_fast_dev_run(recipe, local_sources, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -10,16 +10,12 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-import lit_ifm.models
+from helpers import MODELS
+
 from lit_ifm import FM, FieldAwareDataModule, SyntheticConfig
 from lit_ifm.callbacks import PredictionWriter, TrainingThroughput
 from lit_ifm.loggers import resolve_wandb_mode
-from lit_ifm.models import FieldAwareModel
 
-MODEL_CLASSES = [getattr(lit_ifm.models, name) for name in lit_ifm.models.__all__
-                 if isinstance(getattr(lit_ifm.models, name), type)
-                 and issubclass(getattr(lit_ifm.models, name), FieldAwareModel)
-                 and getattr(lit_ifm.models, name) is not FieldAwareModel]
 
 
 def small_data(**options) -> FieldAwareDataModule:
@@ -78,7 +74,7 @@ def test_two_ddp_processes_train_like_one(tmp_path):
     assert len(written) == 2 and written[1] == "last.ckpt" and written[0].startswith("epoch="), written
 
 
-@pytest.mark.parametrize("model_class", MODEL_CLASSES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("model_class", MODELS, ids=lambda c: c.__name__)
 def test_bf16_mixed_precision_trains_without_nan(tmp_path, model_class):
     data = small_data()
     L.seed_everything(0, verbose=False)

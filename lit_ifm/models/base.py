@@ -70,7 +70,8 @@ class FieldAwareModel(L.LightningModule):
         self.task = task
         self.embedding_dim = embedding_dim
         rows = schema.num_features + 1  # + the padding row
-        self.feature_embedding = nn.Embedding(rows, embedding_dim, padding_idx=schema.padding_id, sparse=sparse_embeddings)
+        width = self.feature_embedding_width(schema, embedding_dim)
+        self.feature_embedding = nn.Embedding(rows, width, padding_idx=schema.padding_id, sparse=sparse_embeddings)
         self.linear = nn.Embedding(rows, 1, padding_idx=schema.padding_id, sparse=sparse_embeddings)
         self.bias = nn.Parameter(torch.zeros(1))
         nn.init.normal_(self.feature_embedding.weight, std=0.01)
@@ -89,6 +90,11 @@ class FieldAwareModel(L.LightningModule):
     def interaction(self, batch: FieldBatch) -> Tensor:
         """The pair-wise interaction part, ``(B,)``."""
         raise NotImplementedError(f"{type(self).__name__} must define interaction(batch)")
+
+    @classmethod
+    def feature_embedding_width(cls, schema: FieldSchema, embedding_dim: int) -> int:
+        """Columns of the feature table V: K (FFM keeps one K-vector per field)."""
+        return embedding_dim
 
     # --- shared building blocks ---------------------------------------------------------------------
 

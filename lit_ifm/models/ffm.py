@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.schema import FieldSchema
@@ -14,10 +14,9 @@ class FFM(FieldAwareModel):
     """``y = w0 + sum_i w_i x_i + sum_{(i,j) in X} <V_{i,f_j}, V_{j,f_i}> x_i x_j``: each feature has one
     K-vector per field, and a pair uses the vector of each side meant for the other side's field.
 
-    FFM's own table ``field_aware_embedding`` (``num_features + 1`` rows of ``n K``) replaces the base's
-    V, which is frozen (``requires_grad=False``): no optimizer step touches it and it is not counted,
-    so :meth:`num_parameters` is the paper's ``m n K + m + 1``. ``init_from`` sets only w and w0 usefully.
-    ``interaction_dropout`` acts on the pair products.
+    The feature table holds ``n K`` columns per feature (``V_{i,1}, ..., V_{i,n}``), so the parameter
+    count is the paper's ``m n K + m + 1``, and an FM checkpoint cannot initialise it (``init_from``
+    says so). ``interaction_dropout`` acts on the pair products.
 
     Args:
         schema: the data's fields and sizes (see :class:`FieldAwareModel`).
@@ -29,27 +28,21 @@ class FFM(FieldAwareModel):
     True
     """
 
+    @classmethod
+    def feature_embedding_width(cls, schema: FieldSchema, embedding_dim: int) -> int:
+        return schema.num_fields * embedding_dim
+
     def __init__(self, schema: FieldSchema, *, same_field_pairs: bool = True, **kwargs):
         super().__init__(schema, **kwargs)
-        self.feature_embedding.weight.requires_grad_(False)
-        rows, width = self.schema.num_features + 1, self.schema.num_fields * self.embedding_dim
-        self.field_aware_embedding = nn.Embedding(rows, width, padding_idx=self.schema.padding_id,
-                                                  sparse=self.hparams.sparse_embeddings)
-        nn.init.normal_(self.field_aware_embedding.weight, std=0.01)
-        self.field_aware_embedding.weight.data[self.schema.padding_id].zero_()
         left, right = slot_pairs(self.schema.slot_fields, same_field=same_field_pairs)
         self.register_buffer("pair_left", left, persistent=False)
         self.register_buffer("pair_right", right, persistent=False)
 
     def interaction(self, batch: FieldBatch) -> Tensor:
         batch_size, num_slots = batch.feature_ids.shape
-        vectors = self.field_aware_embedding(batch.feature_ids) * batch.feature_values.unsqueeze(-1)  # (B, S, F K)
+        vectors = self.embed(batch)  # (B, S, F K)
         vectors = vectors.view(batch_size, num_slots, self.schema.num_fields, self.embedding_dim)  # (B, S, F, K)
         left_field, right_field = self.slot_fields[self.pair_left], self.slot_fields[self.pair_right]  # (P,)
         left = vectors[:, self.pair_left, right_field]  # V_{i, f_j} x_i, (B, P, K)
         right = vectors[:, self.pair_right, left_field]  # V_{j, f_i} x_j, (B, P, K)
         return self.interaction_dropout(left * right).sum(dim=(1, 2))
-
-    def num_parameters(self) -> int:
-        padding_rows = self.field_aware_embedding.embedding_dim + self.linear.embedding_dim
-        return sum(p.numel() for p in self.parameters() if p.requires_grad) - padding_rows
