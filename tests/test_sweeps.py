@@ -32,9 +32,9 @@ def sample(spec: dict, rng: random.Random):
     raise AssertionError(f"add {distribution!r} to this test's sampler")
 
 
-def test_there_is_a_sweep_per_frappe_recipe():
+def test_the_main_frappe_recipes_have_sweeps():
     assert SWEEPS, "no sweep files"
-    assert {path.name for path in SWEEPS} >= {"fm_frappe.yaml"}
+    assert {path.name for path in SWEEPS} >= {"fm_frappe.yaml", "ifm_frappe.yaml", "inn_frappe.yaml"}
 
 
 @pytest.mark.parametrize("sweep_path", SWEEPS, ids=lambda p: p.stem)
