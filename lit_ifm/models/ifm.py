@@ -131,6 +131,8 @@ class InteractionAwareModel(FieldAwareModel):
             PairAttention(self.embedding_dim, attention_dim, temperature)
         self.field_aspect = None if variant == "feature_aspect_only" else FieldAspect(
             self.schema.num_fields, self.embedding_dim, field_factors, field_pairs, factorized=variant != "unfactorized")
+        # Indices into the P pairs that training computes now; None is all. InteractionSampler sets it.
+        self.active_pairs: Tensor | None = None
 
     @property
     def num_pairs(self) -> int:
@@ -158,7 +160,16 @@ class InteractionAwareModel(FieldAwareModel):
         return InteractionAspects(feature, field, attention)
 
     def batch_aspects(self, batch: FieldBatch) -> InteractionAspects:
-        return self.aspects(self.embed(batch), batch.mask)
+        """The aspects of the active pairs (all, or those an InteractionSampler selected)."""
+        return self.aspects(self.embed(batch), batch.mask, self.active_pairs)
+
+    def pair_weights(self, exponent: float = 1.0) -> Tensor:
+        """``||F_{f_i, f_j}||^exponent`` of every slot pair ``(P,)``: what sampling draws pairs by."""
+        if self.field_aspect is None:
+            raise ValueError(f"{type(self).__name__} (variant without a field aspect) has no field-aspect norms "
+                             "to sample interactions by")
+        with torch.no_grad():
+            return self.field_aspect().float().norm(dim=1)[self.pair_field_index].pow(exponent)
 
     # --- interpretability ---------------------------------------------------------------------------
 
@@ -180,7 +191,7 @@ class InteractionAwareModel(FieldAwareModel):
         names, fields = self.schema.field_names, self.schema.slot_fields
         field_pairs = [(names[fields[i]], names[fields[j]]) for i, j in zip(self.pair_left.tolist(),
                                                                             self.pair_right.tolist())]
-        attention = self.batch_aspects(batch).attention
+        attention = self.aspects(self.embed(batch), batch.mask).attention  # every pair, sampled or not
         return InteractionDetails(attention, torch.stack([self.pair_left, self.pair_right], dim=1), field_pairs)
 
 

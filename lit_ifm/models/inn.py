@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from lit_ifm.data.batch import FieldBatch
@@ -37,5 +38,14 @@ class INN(InteractionAwareModel):
         self.mlp = MLP(self.num_pairs * self.embedding_dim, [*hidden_sizes, 1], dropout=hidden_dropout)
 
     def interaction(self, batch: FieldBatch) -> Tensor:
-        h0 = self.batch_aspects(batch).fused().flatten(1)  # (B, P, K) -> (B, P K)
-        return self.mlp(h0).squeeze(-1)
+        h0 = self.batch_aspects(batch).fused()  # (B, P', K): all P pairs, or the P' a sampler selected
+        first = self.mlp[0]
+        weight = first.weight.view(first.out_features, self.num_pairs, self.embedding_dim)  # (H, P, K)
+        if self.active_pairs is not None:
+            # The MLP input keeps its P K layout with zero blocks for unselected pairs; multiplying only
+            # the selected blocks gives the same first layer at P'/P of the cost.
+            weight = weight[:, self.active_pairs]  # (H, P', K)
+        hidden = torch.einsum("bpk,hpk->bh", h0, weight) + first.bias  # Q_1 h0 + z_1, (B, H)
+        for layer in list(self.mlp)[1:]:
+            hidden = layer(hidden)
+        return hidden.squeeze(-1)
