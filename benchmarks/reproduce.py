@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 from lit_ifm.__main__ import main as cli_main  # noqa: E402
 
 PAPER_FRAPPE = {"fm": 0.3321, "deepfm": 0.3308, "ffm": 0.3304, "nfm": 0.3171, "afm": 0.3118, "ifm": 0.3080,
-                "inn": 0.3071}
+                "inn": 0.3071, "ifm_sampling": 0.3085}
 NO_PRETRAINING = {"fm", "ffm"}  # FFM's embeddings have another shape
 
 
@@ -53,9 +53,10 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=30)
     parser.add_argument("--output", default="runs/reproduce")
     parser.add_argument("--no-pretrain", dest="pretrain", action="store_false")
+    parser.add_argument("--fm-checkpoint", help="an FM checkpoint to start from instead of training FM first")
     args = parser.parse_args()
     output = Path(args.output)
-    results, fm_checkpoint = [], None
+    results, fm_checkpoint = [], args.fm_checkpoint
     models = sorted(args.models, key=lambda name: name != "fm")  # FM first: the others start from it
     for model in models:
         extra = []

@@ -58,14 +58,14 @@ def _synchronize(device: torch.device | str) -> None:
 
 
 def lightning_seconds(model_class, data, model_args, epochs: int, accelerator: str = "cpu",
-                      precision: str = "32-true") -> float:
+                      precision: str = "32-true", callbacks: list[L.Callback] = ()) -> float:
     """Seconds of the fastest training epoch after the first, through ``Trainer.fit``."""
     torch.manual_seed(0)
     model = model_class(data.schema, **model_args)
     timer = EpochTimer()
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer],
-                        accelerator=accelerator, devices=1, precision=precision)
+                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+                        callbacks=[*callbacks, timer], accelerator=accelerator, devices=1, precision=precision)
     trainer.fit(model, datamodule=data)
     return min(timer.seconds[1:])  # the first epoch warms up
 
