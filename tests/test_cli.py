@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import yaml
 from conftest import REPO
 
@@ -59,3 +60,23 @@ def test_a_mistyped_key_is_rejected(tmp_path):
     result = run_cli("fit", "--config", str(REPO / "recipes" / "fm_synthetic.yaml"), "--model.embeding_dim", "8",
                      cwd=tmp_path)
     assert result.returncode != 0 and "embeding_dim" in result.stderr
+
+
+def test_test_and_predict_from_a_checkpoint(tmp_path, monkeypatch):
+    from lit_ifm.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lit-ifm"])
+    recipe = str(REPO / "recipes" / "ifm_synthetic.yaml")
+    common = ["--config", recipe, "--data.synthetic.rows", "1500", "--trainer.enable_progress_bar", "false",
+              "--trainer.logger", "false"]
+    fit = main(["fit", *common, "--trainer.max_epochs", "1"])
+    checkpoint = fit.trainer.checkpoint_callback.best_model_path
+    tested = main(["test", *common, "--ckpt_path", checkpoint])
+    assert tested.trainer.callback_metrics["test/rmse"].item() == pytest.approx(
+        fit.trainer.callback_metrics["test/rmse"].item())
+    main(["predict", *common, "--ckpt_path", checkpoint,
+          "--trainer.callbacks+=lit_ifm.callbacks.PredictionWriter",
+          "--trainer.callbacks.output_path", "predictions.csv", "--trainer.callbacks.with_attention", "true"])
+    header = (tmp_path / "predictions.csv").read_text().splitlines()[0]
+    assert header.startswith('"row_id","prediction","attention:f0-f1"')

@@ -258,3 +258,19 @@ def test_bad_table_columns_and_labels(tmp_path):
     write_table(frames["valid"].iloc[:0], tmp_path / "valid.csv")
     with pytest.raises(DataError, match=r"valid.csv: the file has no rows"):
         FieldAwareDataModule(str(tmp_path), categorical=["user"], label="clicked").schema
+
+
+def test_worker_processes_give_the_same_batches():
+    config = SyntheticConfig(rows=1000)
+    in_process = FieldAwareDataModule(synthetic=config, batch_size=100)
+    with_workers = FieldAwareDataModule(synthetic=config, batch_size=100, num_workers=1)
+    for module in (in_process, with_workers):
+        module.setup()
+    for first, second in zip(in_process.val_dataloader(), with_workers.val_dataloader(), strict=True):
+        assert torch.equal(first.feature_ids, second.feature_ids) and torch.equal(first.row_ids, second.row_ids)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinning needs a CUDA device")
+def test_field_batch_pins_memory():
+    module = FieldAwareDataModule(synthetic=SyntheticConfig(rows=500), batch_size=64, pin_memory=True)
+    assert first_batch(module, "train").feature_ids.is_pinned()

@@ -150,3 +150,16 @@ def test_field_importance_is_reported_as_csv_and_on_wandb(tmp_path):
     assert table.norm.is_monotonic_decreasing
     assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/field_pair_importance_heatmap*.png"))
     assert list(tmp_path.glob("wandb/offline-run-*/files/media/table/field_pair_importance*.json"))
+
+
+def test_a_checkpoint_loads_without_the_data(tmp_path):
+    from lit_ifm import IFM
+
+    data = small_data()
+    model = IFM(data.schema, embedding_dim=8)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="ifm")
+    trainer(tmp_path, max_epochs=1, enable_checkpointing=True, callbacks=[checkpoint]).fit(model, datamodule=data)
+    loaded = IFM.load_from_checkpoint(tmp_path / "ifm.ckpt")
+    assert loaded.schema == data.schema and loaded.hparams.embedding_dim == 8
+    batch = next(iter(data.val_dataloader()))
+    torch.testing.assert_close(loaded.eval()(batch), model.eval()(batch))

@@ -65,7 +65,9 @@ class FieldAwareModel(L.LightningModule):
                 f"sparse_embeddings needs optimizer in {_SPARSE_OPTIMIZERS}, got {optimizer!r}: "
                 "torch's Adam and AdamW have no sparse update"
             )
-        self.save_hyperparameters(logger=False)  # the CLI logs the whole resolved config instead
+        # The schema comes from the data (the CLI links it) and travels in checkpoints on its own key;
+        # the CLI logs the whole resolved config, so nothing goes to the logger from here.
+        self.save_hyperparameters(ignore=["schema"], logger=False)
         self.schema = schema
         self.task = task
         self.embedding_dim = embedding_dim
@@ -193,6 +195,18 @@ class FieldAwareModel(L.LightningModule):
             if not any(name.startswith(prefix) for name in names):
                 raise ValueError(f"l2_regularization names {prefix!r}, which matches no parameter of "
                                  f"{type(self).__name__}; its parameters are {names}")
+
+    # --- checkpoints ----------------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["field_schema"] = self.schema
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs):
+        """Lightning's loader, with the schema taken from the checkpoint unless given."""
+        if "schema" not in kwargs:
+            kwargs["schema"] = torch.load(checkpoint_path, map_location="cpu", weights_only=True)["field_schema"]
+        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
 
     # --- FM pre-training ----------------------------------------------------------------------------
 
