@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from lit_ifm.data.batch import FieldBatch
+from lit_ifm.layers import bi_interaction
 from lit_ifm.models.base import FieldAwareModel
 
 
@@ -22,6 +23,5 @@ class FM(FieldAwareModel):
     """
 
     def interaction(self, batch: FieldBatch) -> Tensor:
-        embeddings = self.embed(batch)  # (B, S, K)
-        pooled = 0.5 * (embeddings.sum(dim=1).pow(2) - embeddings.pow(2).sum(dim=1))  # (B, K)
+        pooled = bi_interaction(self.embed(batch), self.slot_fields)  # (B, K)
         return self.interaction_dropout(pooled).sum(dim=1)
