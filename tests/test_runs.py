@@ -163,3 +163,16 @@ def test_a_checkpoint_loads_without_the_data(tmp_path):
     assert loaded.schema == data.schema and loaded.hparams.embedding_dim == 8
     batch = next(iter(data.val_dataloader()))
     torch.testing.assert_close(loaded.eval()(batch), model.eval()(batch))
+
+
+def test_sparse_embeddings_train_with_adagrad_and_refuse_adam(tmp_path):
+    data = small_data()
+    model = FM(data.schema, embedding_dim=8, optimizer="adagrad", lr=0.05, sparse_embeddings=True, weight_decay=1e-5)
+    run = trainer(tmp_path, max_epochs=2)
+    run.fit(model, datamodule=data)
+    assert run.callback_metrics["val/rmse"].item() < 0.95
+    batch = next(iter(data.train_dataloader()))
+    model.loss(model(batch), batch.labels).backward()
+    assert model.feature_embedding.weight.grad.is_sparse and model.linear.weight.grad.is_sparse
+    with pytest.raises(ValueError, match="sparse_embeddings needs optimizer in"):
+        FM(data.schema, optimizer="adam", sparse_embeddings=True)

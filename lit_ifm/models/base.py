@@ -180,6 +180,9 @@ class FieldAwareModel(L.LightningModule):
         optimizer = _OPTIMIZERS[self.hparams.optimizer]
         parameters = [p for p in self.parameters() if p.requires_grad]
         if self.hparams.sparse_embeddings:
+            # Explicitly keep torch's default (no invariant checks on sparse gradients), which it otherwise
+            # announces with a warning on every run.
+            torch.sparse.check_sparse_tensor_invariants.disable()
             # torch's sparse Adagrad/SGD reject weight decay on sparse gradients: decay the dense rest only.
             sparse = {id(self.feature_embedding.weight), id(self.linear.weight)}
             groups = [
