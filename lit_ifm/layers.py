@@ -96,10 +96,13 @@ class PairAttention(nn.Module):
         self.projection = nn.Linear(attention_dim, 1, bias=False)
         self.temperature = temperature
 
-    def forward(self, pair_vectors: Tensor, pair_mask: Tensor) -> Tensor:
-        """Weights ``(B, P)`` (float32) from pair vectors ``(B, P, K)`` and the real-pair mask ``(B, P)``."""
+    def forward(self, pair_vectors: Tensor, pair_mask: Tensor, log_weights: Tensor | None = None) -> Tensor:
+        """Weights ``(B, P)`` (float32) from pair vectors ``(B, P, K)`` and the real-pair mask ``(B, P)``;
+        ``log_weights`` ``(P,)`` are added to the scaled logits (importance weights of sampled pairs)."""
         logits = self.projection(torch.relu(self.hidden(pair_vectors))).squeeze(-1)  # (B, P)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32)) / self.temperature
+        if log_weights is not None:
+            logits = logits + log_weights
         logits = logits.masked_fill(~pair_mask, float("-inf"))
         logits = logits.masked_fill(~pair_mask.any(dim=1, keepdim=True), 0.0)  # no real pair: uniform, zeroed below
         return torch.softmax(logits, dim=1) * pair_mask

@@ -10,7 +10,8 @@ from helpers import mixed_schema, random_batch
 
 from lit_ifm import FM, IFM, INN, DeepIFM, FieldAwareDataModule, SyntheticConfig
 from lit_ifm.callbacks import InteractionSampler
-from lit_ifm.callbacks.sampler import draw_without_replacement
+from lit_ifm.callbacks.sampler import draw_without_replacement, inclusion_probabilities
+from lit_ifm.data.synthetic import synthetic_schema
 
 DRAWS = 20_000
 TOLERANCE = 0.015  # about 5 standard errors of a frequency estimated from 20,000 draws
@@ -37,6 +38,37 @@ def test_several_draws_follow_successive_sampling_without_replacement():
     for _ in range(DRAWS):  # numpy's successive draws without replacement, proportional to p
         reference[rng.choice(len(p), size=3, replace=False, p=p)] += 1
     np.testing.assert_allclose(frequencies(norms, 3), reference / DRAWS, atol=TOLERANCE)
+
+
+def test_inclusion_probabilities_match_the_draws():
+    norms = torch.tensor([0.5, 3.0, 1.0, 0.2, 2.5, 1.0, 0.1, 4.0])
+    p = norms / norms.sum()
+    np.testing.assert_allclose(inclusion_probabilities(p, 3).numpy(), frequencies(p, 3), atol=0.03)
+
+
+def test_corrected_sampling_estimates_the_all_pairs_output():
+    """Averaged over draws, the importance-weighted softmax over drawn pairs lands near the all-pairs
+    output; the plain softmax over drawn pairs (no correction) does not."""
+    torch.manual_seed(1)
+    model = IFM(synthetic_schema(), embedding_dim=8, temperature=10.0).double().eval()
+    with torch.no_grad():
+        model.feature_embedding.weight.normal_(0.5, 0.5)
+    batch = random_batch(model.schema, rows=16, empty=0.0)
+    batch.feature_values = batch.feature_values.double()
+    full = model.interaction(batch)
+    probabilities = InteractionSampler(floor=0.0).probabilities(model.pair_weights(2.0))
+    generator, corrected, plain = torch.Generator().manual_seed(0), 0.0, 0.0
+    inclusion = inclusion_probabilities(probabilities, 9)
+    for _ in range(400):
+        model.active_pairs = draw_without_replacement(probabilities, 9, generator)
+        model.active_pair_log_weights = -inclusion[model.active_pairs].log()
+        corrected = corrected + model.interaction(batch) / 400
+        model.active_pair_log_weights = None
+        plain = plain + model.interaction(batch) / 400
+    corrected_error = ((corrected - full).norm() / full.norm()).item()
+    plain_error = ((plain - full).norm() / full.norm()).item()
+    # measured: 0.078 against 0.774 (ratio-estimator bias, Rosen's approximation and 400 draws' noise)
+    assert corrected_error < 0.1 and corrected_error < plain_error / 5, (corrected_error, plain_error)
 
 
 def test_floor_keeps_every_pair_drawable_and_exponent_squares():

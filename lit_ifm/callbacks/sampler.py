@@ -22,6 +22,26 @@ def draw_without_replacement(weights: Tensor, count: int, generator: torch.Gener
     return keys.topk(count).indices.sort().values
 
 
+def inclusion_probabilities(probabilities: Tensor, count: int, iterations: int = 60) -> Tensor:
+    """P(pair drawn) when ``count`` pairs are drawn one after another without replacement with one-draw
+    ``probabilities``: Rosen's approximation ``1 - exp(-t p_i)``, with t found by bisection so that the
+    inclusion probabilities sum to ``count``.
+
+    >>> inclusion_probabilities(torch.tensor([0.25, 0.25, 0.5]), 3)
+    tensor([1., 1., 1.], dtype=torch.float64)
+    """
+    p = probabilities.double()
+    if count >= int((p > 0).sum()):
+        return (p > 0).double()
+    low, high = 0.0, 1.0
+    while (1 - torch.exp(-high * p)).sum() < count:
+        high *= 2
+    for _ in range(iterations):
+        middle = (low + high) / 2
+        low, high = (middle, high) if (1 - torch.exp(-middle * p)).sum() < count else (low, middle)
+    return 1 - torch.exp(-high * p)
+
+
 class InteractionSampler(L.Callback):
     """Before every training batch, draws ``pairs`` of an IFM-family model's P feature interactions with
     probability proportional to ``||F_{f_i,f_j}||^exponent`` (without replacement) and has the model
@@ -36,11 +56,15 @@ class InteractionSampler(L.Callback):
         floor: share of probability spread evenly over all pairs, so that no pair starves.
         warmup_steps: training steps on all pairs before sampling starts.
         evaluation: ``all`` pairs for validation, test and predict, or the ``top`` ``pairs`` by norm.
+        correction: weigh each drawn pair in the softmax by 1 / P(drawn), so that the training step's
+            weighted sum estimates the one over all pairs that evaluation computes (self-normalised
+            importance sampling). Without it (the paper and the authors' code) training averages over
+            the frequently drawn pairs while evaluation averages over all.
         seed: seed of the draws.
     """
 
     def __init__(self, pairs: int | float = 0.1, exponent: float = 1.0, floor: float = 0.0, warmup_steps: int = 0,
-                 evaluation: Literal["all", "top"] = "all", seed: int = 0):
+                 evaluation: Literal["all", "top"] = "all", correction: bool = True, seed: int = 0):
         if isinstance(pairs, float) and not 0 < pairs <= 1:
             raise ValueError(f"InteractionSampler: a fraction of pairs must be in (0, 1], got {pairs}")
         if isinstance(pairs, int) and pairs < 1:
@@ -48,7 +72,7 @@ class InteractionSampler(L.Callback):
         if not 0 <= floor <= 1:
             raise ValueError(f"InteractionSampler: floor must be in [0, 1], got {floor}")
         self.pairs, self.exponent, self.floor = pairs, exponent, floor
-        self.warmup_steps, self.evaluation, self.seed = warmup_steps, evaluation, seed
+        self.warmup_steps, self.evaluation, self.correction, self.seed = warmup_steps, evaluation, correction, seed
         self.selection_counts: Tensor | None = None
         self.steps = 0
 
@@ -77,19 +101,26 @@ class InteractionSampler(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
         if trainer.global_step < self.warmup_steps:
-            pl_module.active_pairs = None
+            self._use_all_pairs(pl_module)
             return
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + trainer.global_step)
         probabilities = self.probabilities(pl_module.pair_weights(self.exponent).cpu())
-        selected = draw_without_replacement(probabilities, self.count(pl_module.num_pairs), generator)
+        count = self.count(pl_module.num_pairs)
+        selected = draw_without_replacement(probabilities, count, generator)
         self.selection_counts[selected] += 1
         self.steps += 1
         pl_module.active_pairs = selected.to(pl_module.device)
+        if self.correction:
+            inclusion = inclusion_probabilities(probabilities, count)[selected]
+            pl_module.active_pair_log_weights = (-inclusion.log()).float().to(pl_module.device)
+
+    @staticmethod
+    def _use_all_pairs(pl_module) -> None:
+        pl_module.active_pairs = pl_module.active_pair_log_weights = None
 
     def _evaluation_pairs(self, pl_module) -> None:
-        if self.evaluation == "all":
-            pl_module.active_pairs = None
-        else:
+        self._use_all_pairs(pl_module)
+        if self.evaluation == "top":
             weights = pl_module.pair_weights(self.exponent)
             pl_module.active_pairs = weights.topk(self.count(pl_module.num_pairs)).indices.sort().values
 
@@ -103,7 +134,7 @@ class InteractionSampler(L.Callback):
         self._evaluation_pairs(pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
-        pl_module.active_pairs = None
+        self._use_all_pairs(pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         """Logs, per field pair, how often its interactions were drawn (share of steps) and its norm."""

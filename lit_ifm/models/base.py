@@ -208,7 +208,9 @@ class FieldAwareModel(L.LightningModule):
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs):
         """Lightning's loader, with the schema taken from the checkpoint unless given."""
         if "schema" not in kwargs:
-            kwargs["schema"] = torch.load(checkpoint_path, map_location="cpu", weights_only=True)["field_schema"]
+            checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+            if "field_schema" in checkpoint:  # older checkpoints kept it in their hyper-parameters
+                kwargs["schema"] = checkpoint["field_schema"]
         return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
 
     # --- FM pre-training ----------------------------------------------------------------------------

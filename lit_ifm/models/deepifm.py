@@ -33,5 +33,6 @@ class DeepIFM(InteractionAwareModel):
 
     def interaction(self, batch: FieldBatch) -> Tensor:
         embeddings = self.embed(batch)  # (B, S, K)
-        wide = self.aspects(embeddings, batch.mask, self.active_pairs).fused().sum(dim=(1, 2))  # (B,)
+        wide = self.aspects(embeddings, batch.mask, self.active_pairs,
+                            self.active_pair_log_weights).fused().sum(dim=(1, 2))  # (B,)
         return wide + self.deep(embeddings.flatten(1)).squeeze(-1)  # (B, S K) -> (B,)

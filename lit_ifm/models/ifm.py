@@ -131,19 +131,23 @@ class InteractionAwareModel(FieldAwareModel):
             PairAttention(self.embedding_dim, attention_dim, temperature)
         self.field_aspect = None if variant == "feature_aspect_only" else FieldAspect(
             self.schema.num_fields, self.embedding_dim, field_factors, field_pairs, factorized=variant != "unfactorized")
-        # Indices into the P pairs that training computes now; None is all. InteractionSampler sets it.
+        # What a training step computes, set by InteractionSampler: indices into the P pairs (None: all)
+        # and, per drawn pair, the log of its importance weight 1 / P(drawn) (None: no correction).
         self.active_pairs: Tensor | None = None
+        self.active_pair_log_weights: Tensor | None = None
 
     @property
     def num_pairs(self) -> int:
         """P, the slot pairs the model enumerates."""
         return len(self.pair_left)
 
-    def aspects(self, embeddings: Tensor, mask: Tensor, pairs: Tensor | None = None) -> InteractionAspects:
+    def aspects(self, embeddings: Tensor, mask: Tensor, pairs: Tensor | None = None,
+                pair_log_weights: Tensor | None = None) -> InteractionAspects:
         """FX, IX and T (Eq. 5, 6, 11) from ``V_i x_i`` ``(B, S, K)`` and the slot mask ``(B, S)``.
 
         ``pairs`` (indices into the model's P pairs) computes only those, e.g. a sampled subset; the
-        softmax then runs over them alone. Default: all pairs.
+        softmax then runs over them alone. Default: all pairs. ``pair_log_weights`` (one per computed pair)
+        weigh them in the softmax: ``T_ij ~ exp(a_ij / tau) w_ij`` (importance weights of a sample).
         """
         left, right, field_index = self.pair_left, self.pair_right, self.pair_field_index
         if pairs is not None:
@@ -152,8 +156,10 @@ class InteractionAwareModel(FieldAwareModel):
         pair_mask = mask[:, left] & mask[:, right]  # (B, P)
         if self.feature_aspect is None:
             attention = pair_mask.to(products.dtype)
+            if pair_log_weights is not None:
+                attention = attention * pair_log_weights.exp().to(products.dtype)
         else:
-            attention = self.feature_aspect(products, pair_mask)  # (B, P), float32 or wider
+            attention = self.feature_aspect(products, pair_mask, pair_log_weights)  # (B, P), float32 or wider
         feature = self.interaction_dropout(attention.to(products.dtype).unsqueeze(-1) * products)  # (B, P, K)
         field = products.new_ones(len(left), self.embedding_dim) if self.field_aspect is None else \
             self.field_aspect()[field_index]  # (P, K)
@@ -161,7 +167,7 @@ class InteractionAwareModel(FieldAwareModel):
 
     def batch_aspects(self, batch: FieldBatch) -> InteractionAspects:
         """The aspects of the active pairs (all, or those an InteractionSampler selected)."""
-        return self.aspects(self.embed(batch), batch.mask, self.active_pairs)
+        return self.aspects(self.embed(batch), batch.mask, self.active_pairs, self.active_pair_log_weights)
 
     def pair_weights(self, exponent: float = 1.0) -> Tensor:
         """``||F_{f_i, f_j}||^exponent`` of every slot pair ``(P,)``: what sampling draws pairs by."""
