@@ -176,3 +176,22 @@ def test_sparse_embeddings_train_with_adagrad_and_refuse_adam(tmp_path):
     assert model.feature_embedding.weight.grad.is_sparse and model.linear.weight.grad.is_sparse
     with pytest.raises(ValueError, match="sparse_embeddings needs optimizer in"):
         FM(data.schema, optimizer="adam", sparse_embeddings=True)
+
+
+def test_fm_pretraining_initialises_embeddings_and_names_mismatched_shapes(tmp_path):
+    from lit_ifm import FFM, IFM
+
+    data = small_data()
+    fm = fresh_fm(data)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="fm")
+    trainer(tmp_path, max_epochs=1, enable_checkpointing=True, callbacks=[checkpoint]).fit(fm, datamodule=data)
+    ifm = IFM(data.schema, embedding_dim=8, init_from=str(tmp_path / "fm.ckpt"))
+    for name in ("feature_embedding.weight", "linear.weight", "bias"):
+        torch.testing.assert_close(ifm.get_parameter(name), fm.get_parameter(name))
+    with pytest.raises(ValueError, match=r"feature_embedding.weight in .*fm.ckpt has shape \(211, 8\), this model "
+                                         r"expects \(211, 16\)"):
+        IFM(data.schema, embedding_dim=16, init_from=str(tmp_path / "fm.ckpt"))
+    with pytest.raises(ValueError, match=r"has shape \(211, 8\), this model expects \(211, 80\)"):
+        FFM(data.schema, embedding_dim=8, init_from=str(tmp_path / "fm.ckpt"))
+    with pytest.raises(FileNotFoundError, match="init_from: no checkpoint at"):
+        IFM(data.schema, init_from=str(tmp_path / "missing.ckpt"))
