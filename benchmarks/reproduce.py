@@ -54,21 +54,22 @@ def main() -> None:
     parser.add_argument("--output", default="runs/reproduce")
     parser.add_argument("--no-pretrain", dest="pretrain", action="store_false")
     parser.add_argument("--fm-checkpoint", help="an FM checkpoint to start from instead of training FM first")
-    args = parser.parse_args()
+    args, overrides = parser.parse_known_args()  # anything else goes to every model's CLI, e.g. --model.lr 0.05
     output = Path(args.output)
     results, fm_checkpoint = [], args.fm_checkpoint
     models = sorted(args.models, key=lambda name: name != "fm")  # FM first: the others start from it
     for model in models:
-        extra = []
+        extra = list(overrides)
         if args.pretrain and model not in NO_PRETRAINING and fm_checkpoint:
-            extra = ["--model.init_from", fm_checkpoint]
+            extra += ["--model.init_from", fm_checkpoint]
         result = run(model, args.dataset, args.source, output, args.max_epochs, extra)
         if model == "fm":
             fm_checkpoint = result["best_checkpoint"]
         results.append(result)
         print(f"RESULT {result}", flush=True)
     fm = next((r["test_rmse"] for r in results if r["model"] == "fm"), None)
-    print(f"\n{args.dataset}: max {args.max_epochs} epochs, pre-training from FM: {args.pretrain}")
+    print(f"\n{args.dataset}: max {args.max_epochs} epochs, pre-training from FM: {args.pretrain}, "
+          f"overrides: {' '.join(overrides) or 'none'}")
     print("| model | parameters | best val RMSE | test RMSE | vs FM | paper (full Frappe) | epochs | minutes |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
