@@ -30,8 +30,12 @@ def main() -> None:
     parser.add_argument("--attention-dim", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--fields", type=int, nargs="+", default=[39, 10])
+    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--precision", default="32-true")
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+    timing = {"accelerator": args.accelerator, "precision": args.precision}
+    device = torch.cuda.get_device_name() if args.accelerator in ("cuda", "gpu") else platform.machine()
+    print(f"machine: {device}, {os.cpu_count()} cores, torch {torch.__version__}, {args.precision}, "
           f"{torch.get_num_threads()} threads; IFM K={args.embedding_dim}, K_a={args.attention_dim}, "
           f"batch {args.batch_size}, Adam, best epoch of {args.epochs - 1} after a warm-up epoch")
     print("| fields | pairs | computed pairs | samples/s | speed-up over unsampled IFM |")
@@ -42,12 +46,12 @@ def main() -> None:
         data.setup("fit")
         rows = len(data._datasets["train"])
         model_args = {"embedding_dim": args.embedding_dim, "attention_dim": args.attention_dim, "lr": 0.01}
-        baseline = lightning_seconds(IFM, data, model_args, args.epochs)
+        baseline = lightning_seconds(IFM, data, model_args, args.epochs, **timing)
         pairs = fields * (fields - 1) // 2
         print(f"| {fields} | {pairs} | all, no sampler | {rows / baseline:,.0f} | 1.00x |", flush=True)
         for fraction in (0.1, 0.25, 0.5, 1.0):
             sampler = InteractionSampler(pairs=fraction)
-            seconds = lightning_seconds(IFM, data, model_args, args.epochs, callbacks=[sampler])
+            seconds = lightning_seconds(IFM, data, model_args, args.epochs, callbacks=[sampler], **timing)
             print(f"| {fields} | {pairs} | {sampler.count(pairs)} ({fraction:.0%}) | {rows / seconds:,.0f} | "
                   f"{baseline / seconds:.2f}x |", flush=True)
 
