@@ -173,6 +173,7 @@ def test_trained_with_sampling_the_planted_pairs_still_rank_first(tmp_path):
     model, trainer, _ = sampled_fit(tmp_path, sampler, rows=8000, max_epochs=12)
     ranking = model.field_pair_importance()
     assert {(row.first, row.second) for row in ranking[:3]} == {("f0", "f1"), ("f2", "f3"), ("f4", "f7")}, ranking[:5]
-    planted = trainer.callback_metrics["sampler/frequency/f0-f1"].item()
-    noise = trainer.callback_metrics["sampler/frequency/f5-f6"].item()
+    statistics = sampler.field_pair_statistics(model)
+    assert len(statistics) == 2 * 45 and statistics["sampler/norm/f0-f1"] == pytest.approx(ranking[0].norm, rel=0.5)
+    planted, noise = statistics["sampler/frequency/f0-f1"], statistics["sampler/frequency/f5-f6"]
     assert planted > 1.3 * noise, (planted, noise)  # drawn more often, cumulated since the first step

@@ -16,30 +16,28 @@ def draw_without_replacement(weights: Tensor, count: int, generator: torch.Gener
     >>> draw_without_replacement(torch.tensor([0.0, 1.0, 0.0, 2.0]), 2, torch.Generator().manual_seed(0))
     tensor([1, 3])
     """
-    uniform = torch.rand(weights.shape, generator=generator, dtype=torch.float64)
+    uniform = torch.rand(weights.shape, generator=generator, dtype=torch.float64, device=weights.device)
     gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-300)))
     keys = weights.double().log() + gumbel
     return keys.topk(count).indices.sort().values
 
 
-def inclusion_probabilities(probabilities: Tensor, count: int, iterations: int = 60) -> Tensor:
+def inclusion_probabilities(probabilities: Tensor, count: int, iterations: int = 40) -> Tensor:
     """P(pair drawn) when ``count`` pairs are drawn one after another without replacement with one-draw
-    ``probabilities``: Rosen's approximation ``1 - exp(-t p_i)``, with t found by bisection so that the
-    inclusion probabilities sum to ``count``.
+    ``probabilities``: Rosen's approximation ``1 - exp(-t p_i)``, with t found by bisection (on log t, in
+    tensor operations only, so a GPU never waits for the host) so that they sum to ``count``.
 
-    >>> inclusion_probabilities(torch.tensor([0.25, 0.25, 0.5]), 3)
-    tensor([1., 1., 1.], dtype=torch.float64)
+    >>> inclusion = inclusion_probabilities(torch.tensor([0.1, 0.2, 0.7]), 2)
+    >>> round(inclusion.sum().item(), 6), inclusion.argsort().tolist()
+    (2.0, [0, 1, 2])
     """
     p = probabilities.double()
-    if count >= int((p > 0).sum()):
-        return (p > 0).double()
-    low, high = 0.0, 1.0
-    while (1 - torch.exp(-high * p)).sum() < count:
-        high *= 2
+    low, high = p.new_tensor(-20.0), p.new_tensor(60.0)  # log t; e^60 p = 1 for any p in use
     for _ in range(iterations):
         middle = (low + high) / 2
-        low, high = (middle, high) if (1 - torch.exp(-middle * p)).sum() < count else (low, middle)
-    return 1 - torch.exp(-high * p)
+        too_few = (1 - torch.exp(-middle.exp() * p)).sum() < count
+        low, high = torch.where(too_few, middle, low), torch.where(too_few, high, middle)
+    return 1 - torch.exp(-high.exp() * p)
 
 
 class InteractionSampler(L.Callback):
@@ -89,7 +87,8 @@ class InteractionSampler(L.Callback):
     def probabilities(self, weights: Tensor) -> Tensor:
         """The one-draw probabilities: normalised weights mixed with ``floor`` of the uniform."""
         uniform = torch.full_like(weights, 1.0 / len(weights))
-        normalised = weights / weights.sum() if weights.sum() > 0 else uniform
+        total = weights.sum()
+        normalised = torch.where(total > 0, weights / total.clamp_min(torch.finfo(weights.dtype).tiny), uniform)
         return (1.0 - self.floor) * normalised + self.floor * uniform
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -103,16 +102,18 @@ class InteractionSampler(L.Callback):
         if trainer.global_step < self.warmup_steps:
             self._use_all_pairs(pl_module)
             return
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + trainer.global_step)
-        probabilities = self.probabilities(pl_module.pair_weights(self.exponent).cpu())
+        # Everything stays on the model's device: a GPU never waits for this host code.
+        probabilities = self.probabilities(pl_module.pair_weights(self.exponent))
+        generator = torch.Generator(probabilities.device).manual_seed(self.seed * 1_000_003 + trainer.global_step)
         count = self.count(pl_module.num_pairs)
         selected = draw_without_replacement(probabilities, count, generator)
-        self.selection_counts[selected] += 1
+        self.selection_counts = self.selection_counts.to(selected.device).index_add_(
+            0, selected, torch.ones_like(selected))
         self.steps += 1
-        pl_module.active_pairs = selected.to(pl_module.device)
+        pl_module.active_pairs = selected
         if self.correction:
             inclusion = inclusion_probabilities(probabilities, count)[selected]
-            pl_module.active_pair_log_weights = (-inclusion.log()).float().to(pl_module.device)
+            pl_module.active_pair_log_weights = (-inclusion.log()).float()
 
     @staticmethod
     def _use_all_pairs(pl_module) -> None:
@@ -136,21 +137,28 @@ class InteractionSampler(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         self._use_all_pairs(pl_module)
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
-        """Logs, per field pair, how often its interactions were drawn (share of steps) and its norm."""
-        if not self.steps:
-            return
+    def field_pair_statistics(self, pl_module) -> dict[str, float]:
+        """Per field pair, the share of training steps its interactions were drawn in (averaged over its
+        slot pairs) and its current norm: ``sampler/frequency/<f>-<g>`` and ``sampler/norm/<f>-<g>``."""
         field_index = pl_module.pair_field_index.cpu()  # (P,) -> field pair of each slot pair
         pairs_per_field_pair = torch.bincount(field_index).double()  # (Q,)
-        drawn = torch.zeros_like(pairs_per_field_pair).index_add_(0, field_index, self.selection_counts.double())
-        frequency = drawn / pairs_per_field_pair / self.steps
+        drawn = torch.zeros_like(pairs_per_field_pair).index_add_(0, field_index, self.selection_counts.cpu().double())
+        frequency = drawn / pairs_per_field_pair / max(self.steps, 1)
         with torch.no_grad():
             norms = pl_module.field_aspect().float().norm(dim=1).cpu()  # (Q,)
-        names, metrics = pl_module.schema.field_names, {}
+        names, statistics = pl_module.schema.field_names, {}
         for index, (first, second) in enumerate(pl_module.field_aspect.field_pairs.tolist()):
-            metrics[f"sampler/frequency/{names[first]}-{names[second]}"] = frequency[index].item()
-            metrics[f"sampler/norm/{names[first]}-{names[second]}"] = norms[index].item()
-        pl_module.log_dict(metrics, on_epoch=True, sync_dist=True)
+            statistics[f"sampler/frequency/{names[first]}-{names[second]}"] = frequency[index].item()
+            statistics[f"sampler/norm/{names[first]}-{names[second]}"] = norms[index].item()
+        return statistics
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        """Sends :meth:`field_pair_statistics` to the loggers, from rank zero (every rank draws alike).
+        Straight to the loggers: 2 Q values through ``self.log`` cost more than a short epoch."""
+        if self.steps and trainer.is_global_zero:
+            statistics = self.field_pair_statistics(pl_module)
+            for logger in trainer.loggers:
+                logger.log_metrics(statistics, step=trainer.global_step)
 
     def state_dict(self) -> dict:
         return {"selection_counts": self.selection_counts, "steps": self.steps}
