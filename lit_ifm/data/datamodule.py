@@ -42,6 +42,16 @@ class FieldBatchDataset(Dataset):
         return self.__getitems__([index])
 
 
+def split_rows(count: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """A seeded 70/20/10 split of ``count`` rows (the paper's protocol), each part in file order.
+
+    >>> [len(part) for part in split_rows(10, np.random.default_rng(0))]
+    [7, 2, 1]
+    """
+    order = rng.permutation(count)
+    return [np.sort(part) for part in np.split(order, [int(0.7 * count), int(0.9 * count)])]
+
+
 def _already_batched(batch: FieldBatch) -> FieldBatch:
     return batch
 
@@ -216,12 +226,7 @@ class FieldAwareDataModule(L.LightningDataModule):
         return specs
 
     def _random_split(self, tables: dict, rng: np.random.Generator) -> dict:
-        table = tables["all"]
-        order = rng.permutation(len(table))
-        train_end, validation_end = int(0.7 * len(table)), int(0.9 * len(table))
-        return {"train": table.select(np.sort(order[:train_end])),
-                "validation": table.select(np.sort(order[train_end:validation_end])),
-                "test": table.select(np.sort(order[validation_end:]))}
+        return {split: tables["all"].select(rows) for split, rows in zip(SPLITS, split_rows(len(tables["all"]), rng))}
 
     def _encode_tables(self, tables, files, columns, report):
         labelled = not (self.hparams.negatives_per_positive and self.hparams.label not in tables["train"].column_names)
@@ -244,10 +249,8 @@ class FieldAwareDataModule(L.LightningDataModule):
         files = dict(found.files)
         if not found.has_splits:
             ids, values, labels = parsed.pop("all")
-            order = rng.permutation(len(labels))
-            cuts = np.split(order, [int(0.7 * len(order)), int(0.9 * len(order))])
-            parsed = {split: (ids[np.sort(rows)], values[np.sort(rows)], labels[np.sort(rows)])
-                      for split, rows in zip(SPLITS, cuts)}
+            parsed = {split: (ids[rows], values[rows], labels[rows])
+                      for split, rows in zip(SPLITS, split_rows(len(labels), rng))}
             files = {split: found.files["all"] for split in SPLITS}
         for split in SPLITS:
             if len(parsed[split][2]) == 0:

@@ -75,11 +75,6 @@ class FieldSchema:
     def padding_id(self) -> int:
         return self.num_features
 
-    def field_index(self, name: str) -> int:
-        if name not in self.field_names:
-            raise KeyError(f"unknown field {name!r}; the schema has {list(self.field_names)}")
-        return self.field_names.index(name)
-
     def _key(self) -> tuple:
         return self.fields, self.num_features, self.label_range
 
