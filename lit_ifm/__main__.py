@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import yaml
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-from lit_ifm.data import FieldAwareDataModule
+from lit_ifm.data import DataError, FieldAwareDataModule
 from lit_ifm.models import FieldAwareModel
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -50,6 +51,14 @@ class LitIFMCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> LitIFMCLI:
+    try:
+        return _cli(args)
+    except DataError as error:  # bad input: the message says where and what; a traceback would only bury it
+        sys.stderr.write(f"lit-ifm: error: {error}\n")
+        raise SystemExit(2) from None
+
+
+def _cli(args: list[str] | None) -> LitIFMCLI:
     return LitIFMCLI(
         FieldAwareModel,
         FieldAwareDataModule,

@@ -80,3 +80,10 @@ def test_test_and_predict_from_a_checkpoint(tmp_path, monkeypatch):
           "--trainer.callbacks.output_path", "predictions.csv", "--trainer.callbacks.with_attention", "true"])
     header = (tmp_path / "predictions.csv").read_text().splitlines()[0]
     assert header.startswith('"row_id","prediction","attention:f0-f1"')
+
+
+def test_bad_data_is_one_clear_line_not_a_traceback(tmp_path):
+    result = run_cli("fit", "--data.source", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"lit-ifm: error: data source '{tmp_path / 'nowhere'}': no such file or folder" in result.stderr
+    assert "Traceback" not in result.stderr
