@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from lit_ifm.callbacks.field_importance import run_file_name
 from lit_ifm.data import DataError, FieldAwareDataModule
 from lit_ifm.models import FieldAwareModel
 
@@ -27,6 +28,10 @@ class LoggedConfig(SaveConfigCallback):
     """Saves ``config.yaml`` and hands the same resolved, nested config to the logger, with the model's
     parameter count; models and data modules keep their own hyper-parameters out of the logger, so
     nothing is logged twice."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.config_filename = run_file_name(trainer, "config", ".yaml")  # W&B runs share runs/
+        super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         if trainer.logger is None:

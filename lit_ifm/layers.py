@@ -61,8 +61,8 @@ def pair_products(embeddings: Tensor, left: Tensor, right: Tensor) -> Tensor:
 def bi_interaction(embeddings: Tensor, slot_fields: Tensor, same_field: bool = True) -> Tensor:
     """``sum_{i<j} e_i * e_j`` over slot pairs, ``(B, K)``, in O(S K) by the sum-square identity.
 
-    Without ``same_field`` the pairs within a field drop out: their part, ``sum_f (sum_{i in f} e_i)^2``
-    minus the squares, is what is subtracted instead of ``sum_i e_i^2``.
+    Without ``same_field`` the pairs within a field drop out: ``sum_f (sum_{i in f} e_i)^2`` (each field's
+    squares and its within-field pairs) is subtracted instead of ``sum_i e_i^2``.
 
     >>> e = torch.ones(1, 3, 2)
     >>> bi_interaction(e, torch.tensor([0, 1, 1])), bi_interaction(e, torch.tensor([0, 1, 1]), same_field=False)

@@ -43,8 +43,11 @@ def small_frappe_dir(frappe_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_one_thread():
-    """Tiny tensors: torch's thread pool costs far more than it saves (10x on a busy 2-core machine)."""
+def _seed_and_one_thread(monkeypatch):
+    """Every test starts from the same seeds (seed_everything's env variable, which sets the training order,
+    does not leak from one test to the next), on one thread: with tiny tensors torch's thread pool costs far
+    more than it saves (10x on a busy 2-core machine)."""
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -42,7 +42,8 @@ def test_resumed_run_equals_the_uninterrupted_run(tmp_path):
     interrupted = fresh_fm(data)
     trainer(tmp_path, max_epochs=1, deterministic=True, enable_checkpointing=True,
             callbacks=[checkpoint]).fit(interrupted, datamodule=data)
-    L.seed_everything(123, verbose=False)  # the resumed process starts from another RNG state
+    L.seed_everything(7, verbose=False)  # a resumed CLI run seeds as its config says, then
+    torch.rand(1000)  # its RNG state moves on differently; the batch order must not care
     resumed = FM(data.schema, embedding_dim=8, lr=0.02)
     trainer(tmp_path, max_epochs=2, deterministic=True, enable_checkpointing=True,
             callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)],
@@ -145,7 +146,7 @@ def test_field_importance_is_reported_as_csv_and_on_wandb(tmp_path):
     run = trainer(tmp_path, logger=logger, max_epochs=1, callbacks=[FieldImportanceReport()])
     run.fit(IFM(data.schema, embedding_dim=8), datamodule=data)
     logger.experiment.finish()
-    table = pd.read_csv(next(tmp_path.rglob("field_pair_importance.csv")))
+    table = pd.read_csv(tmp_path / f"field_pair_importance-{logger.version}.csv")
     assert len(table) == 45 and abs(table.share.sum() - 1) < 1e-6
     assert table.norm.is_monotonic_decreasing
     assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/field_pair_importance_heatmap*.png"))
@@ -167,10 +168,15 @@ def test_a_checkpoint_loads_without_the_data(tmp_path):
 
 def test_sparse_embeddings_train_with_adagrad_and_refuse_adam(tmp_path):
     data = small_data()
-    model = FM(data.schema, embedding_dim=8, optimizer="adagrad", lr=0.05, sparse_embeddings=True, weight_decay=1e-5)
-    run = trainer(tmp_path, max_epochs=2)
+    def sparse_fm() -> FM:
+        L.seed_everything(3, verbose=False)
+        return FM(data.schema, embedding_dim=8, optimizer="adagrad", lr=0.05, sparse_embeddings=True, weight_decay=1e-5)
+
+    untrained = trainer(tmp_path).validate(sparse_fm(), datamodule=data, verbose=False)[0]["val/rmse"]
+    model = sparse_fm()
+    run = trainer(tmp_path, max_epochs=3)
     run.fit(model, datamodule=data)
-    assert run.callback_metrics["val/rmse"].item() < 0.95
+    assert run.callback_metrics["val/rmse"].item() < untrained - 0.02
     batch = next(iter(data.train_dataloader()))
     model.loss(model(batch), batch.labels).backward()
     assert model.feature_embedding.weight.grad.is_sparse and model.linear.weight.grad.is_sparse

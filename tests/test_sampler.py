@@ -46,6 +46,14 @@ def test_inclusion_probabilities_match_the_draws():
     np.testing.assert_allclose(inclusion_probabilities(p, 3).numpy(), frequencies(p, 3), atol=0.03)
 
 
+def test_a_zero_weight_pair_drawn_by_force_keeps_weights_finite():
+    probabilities = torch.tensor([0.0, 0.5, 0.0, 0.5])
+    drawn = draw_without_replacement(probabilities, 3, torch.Generator().manual_seed(0))
+    inclusion = inclusion_probabilities(probabilities, 3)
+    assert len(drawn) == 3 and torch.isfinite(-inclusion[drawn].log()).all()
+    torch.testing.assert_close(inclusion[[1, 3]], torch.ones(2, dtype=torch.float64))
+
+
 def test_corrected_sampling_estimates_the_all_pairs_output():
     """Averaged over draws, the importance-weighted softmax over drawn pairs lands near the all-pairs
     output; the plain softmax over drawn pairs (no correction) does not."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info
 
 
 def importance_matrix(rows, field_names: tuple[str, ...]) -> np.ndarray:
@@ -33,21 +33,30 @@ def heatmap_pixels(matrix: np.ndarray, cell: int = 24) -> np.ndarray:
     return (np.kron(colour, np.ones((cell, cell, 1))) * 255).astype(np.uint8)
 
 
+def run_file_name(trainer: L.Trainer, stem: str, suffix: str) -> str:
+    """``<stem><suffix>``, with the run id added where runs share one log folder (W&B's ``save_dir``)."""
+    logger = trainer.logger
+    if isinstance(logger, WandbLogger) and logger.version is not None:
+        return f"{stem}-{logger.version}{suffix}"
+    return f"{stem}{suffix}"
+
+
 class FieldImportanceReport(L.Callback):
     """At the end of fit, reports ``field_pair_importance()`` of models that have a field aspect:
-    printed, written to ``field_pair_importance.csv`` in the log folder, and on W&B as a table and a
+    printed, written to ``field_pair_importance[-<run id>].csv`` in the log folder, and on W&B as a table and a
     heatmap image. Models without one are skipped silently (it is a report, not a requirement)."""
 
-    @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if getattr(pl_module, "field_aspect", None) is None or not hasattr(pl_module, "field_pair_importance"):
+            return
+        folder = Path(trainer.log_dir or trainer.default_root_dir)  # a broadcast: every rank must ask
+        if not trainer.is_global_zero:
             return
         rows = pl_module.field_pair_importance()
         rank_zero_info("field-pair importance (||F_fg||, share): " + ", ".join(
             f"{row.first}-{row.second} {row.norm:.3f} ({row.share:.1%})" for row in rows[:10]))
-        folder = Path(trainer.log_dir or trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        with (folder / "field_pair_importance.csv").open("w", newline="") as file:
+        with (folder / run_file_name(trainer, "field_pair_importance", ".csv")).open("w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(["first", "second", "norm", "share"])
             writer.writerows([row.first, row.second, row.norm, row.share] for row in rows)

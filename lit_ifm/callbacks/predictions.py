@@ -34,7 +34,8 @@ class PredictionWriter(L.Callback):
         self._columns: dict[str, list[np.ndarray]] = {}
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0):
-        columns = {name: values.float().cpu().numpy() for name, values in outputs.items()}
+        columns = {name: (values.float() if values.is_floating_point() else values).cpu().numpy()
+                   for name, values in outputs.items()}  # row ids stay integers
         if self.with_attention:
             details = pl_module.interaction_details(batch)
             attention = details.attention.float().cpu().numpy()  # (B, P)
@@ -45,7 +46,6 @@ class PredictionWriter(L.Callback):
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         columns = {name: np.concatenate(parts) for name, parts in self._columns.items()}
-        columns["row_id"] = columns["row_id"].astype(np.int64)
         table = pa.table({name: pa.array(values) for name, values in columns.items()})
         path = self.output_path
         if trainer.world_size > 1:

@@ -37,7 +37,8 @@ def inclusion_probabilities(probabilities: Tensor, count: int, iterations: int =
         middle = (low + high) / 2
         too_few = (1 - torch.exp(-middle.exp() * p)).sum() < count
         low, high = torch.where(too_few, middle, low), torch.where(too_few, high, middle)
-    return 1 - torch.exp(-high.exp() * p)
+    # A pair of probability 0 is drawn only once every other pair is: then it is drawn for sure.
+    return torch.where(p > 0, 1 - torch.exp(-high.exp() * p), torch.ones_like(p))
 
 
 class InteractionSampler(L.Callback):
@@ -96,7 +97,8 @@ class InteractionSampler(L.Callback):
             raise ValueError(f"InteractionSampler draws pairs by their field-aspect norms, but "
                              f"{type(pl_module).__name__} has no field aspect; use IFM, INN or DeepIFM "
                              "(with a variant that keeps the field aspect)")
-        self.selection_counts = torch.zeros(pl_module.num_pairs, dtype=torch.long)
+        if stage == "fit":
+            self.selection_counts, self.steps = torch.zeros(pl_module.num_pairs, dtype=torch.long), 0
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
         if trainer.global_step < self.warmup_steps:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -93,7 +94,8 @@ class FieldAwareDataModule(L.LightningDataModule):
         max_values: the most slots a multi-valued field takes (default: its longest training row).
         negatives_per_positive: for positive-only logs, sampled negatives per positive row (the paper: 2).
         item_field: the field whose value is replaced to make a negative.
-        split_seed: seed of the random split and of negative sampling.
+        split_seed: seed of the random split and of negative sampling (and of the training order when
+            ``seed_everything`` was not called).
         batch_size: training batch size.
         eval_batch_size: validation, test and predict batch size (default: ``batch_size``).
         num_workers: DataLoader worker processes.
@@ -159,6 +161,8 @@ class FieldAwareDataModule(L.LightningDataModule):
         return self.prepared.report
 
     def prepare_data(self) -> None:
+        # Lightning's download hook, for code that uses this module without the CLI. Under the CLI the
+        # schema link already prepared the data (Hub downloads are cached and locked, so ranks share one).
         if self.source != "synthetic" and sources.is_hub_id(self.source):
             sources.download_from_hub(self.source, self._cache_dir)
 
@@ -315,8 +319,9 @@ class FieldAwareDataModule(L.LightningDataModule):
         if shuffle:
             # A DistributedSampler even on one process: its order depends on (seed, epoch) only, so a run
             # resumed from a checkpoint sees the same batches as an uninterrupted one, and every DDP rank
-            # shuffles alike.
-            sampler = DistributedSampler(dataset, world_size, rank, shuffle=True, seed=hp.split_seed)
+            # shuffles alike. The seed is seed_everything's (split_seed when nothing was seeded).
+            seed = int(os.environ.get("PL_GLOBAL_SEED", hp.split_seed))  # seed_everything's, same on all ranks
+            sampler = DistributedSampler(dataset, world_size, rank, shuffle=True, seed=seed)
         else:
             # Each validation/test row is scored exactly once across ranks (no padding duplicates).
             sampler = UnrepeatedDistributedSampler(dataset, world_size, rank, shuffle=False)

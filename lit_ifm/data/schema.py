@@ -89,5 +89,5 @@ class FieldSchema:
         return f"FieldSchema({fields}; num_features={self.num_features}, slots={self.num_slots})"
 
 
-# Checkpoints carry the schema in their hyper-parameters; let torch.load(weights_only=True) rebuild it.
+# Checkpoints carry the schema (key "field_schema"); let torch.load(weights_only=True) rebuild it.
 torch.serialization.add_safe_globals([Field, FieldSchema])

@@ -66,8 +66,9 @@ class FieldAwareModel(L.LightningModule):
                 "torch's Adam and AdamW have no sparse update"
             )
         # The schema comes from the data (the CLI links it) and travels in checkpoints on its own key;
-        # the CLI logs the whole resolved config, so nothing goes to the logger from here.
-        self.save_hyperparameters(ignore=["schema"], logger=False)
+        # init_from is a one-off start, not part of the model (a checkpoint must load without that file).
+        # The CLI logs the whole resolved config, so nothing goes to the logger from here.
+        self.save_hyperparameters(ignore=["schema", "init_from"], logger=False)
         self.schema = schema
         self.task = task
         self.embedding_dim = embedding_dim
@@ -209,7 +210,7 @@ class FieldAwareModel(L.LightningModule):
         """Lightning's loader, with the schema taken from the checkpoint unless given."""
         if "schema" not in kwargs:
             checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-            if "field_schema" in checkpoint:  # older checkpoints kept it in their hyper-parameters
+            if "field_schema" in checkpoint:  # else an older checkpoint, with the schema in its hyper-parameters
                 kwargs["schema"] = checkpoint["field_schema"]
         return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
 
@@ -220,7 +221,7 @@ class FieldAwareModel(L.LightningModule):
         path = Path(checkpoint_path)
         if not path.is_file():
             raise FileNotFoundError(f"init_from: no checkpoint at {path}")
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
         for name in ("feature_embedding.weight", "linear.weight", "bias"):
             own = self.get_parameter(name)
             if name not in state:
