@@ -71,7 +71,8 @@ def bi_interaction(embeddings: Tensor, slot_fields: Tensor, same_field: bool = T
     if same_field:
         within = embeddings.pow(2).sum(dim=1)  # (B, K)
     else:
-        field_sums = embeddings.new_zeros(embeddings.shape[0], int(slot_fields.max()) + 1, embeddings.shape[2])
+        num_fields = len(slot_fields)  # an upper bound (fields <= slots) that needs no device sync
+        field_sums = embeddings.new_zeros(embeddings.shape[0], num_fields, embeddings.shape[2])
         field_sums = field_sums.index_add(1, slot_fields, embeddings)  # (B, F, K)
         within = field_sums.pow(2).sum(dim=1)  # (B, K)
     return 0.5 * (embeddings.sum(dim=1).pow(2) - within)

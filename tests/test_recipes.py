@@ -53,3 +53,12 @@ def test_recipe_completes_a_fast_dev_run(recipe, local_sources, tmp_path, monkey
     cli = main(args=args)
     assert cli.trainer.state.finished
     assert cli.model.num_parameters() > 0
+
+
+def test_a_recipe_that_lists_callbacks_keeps_every_default_one():
+    """A recipe's callback list replaces cli.yaml's: it must repeat the defaults, and keep them in step."""
+    defaults = yaml.safe_load((REPO / "cli.yaml").read_text())["trainer"]["callbacks"]
+    for recipe in RECIPES:
+        callbacks = (yaml.safe_load(recipe.read_text()).get("trainer") or {}).get("callbacks")
+        if callbacks is not None:
+            assert callbacks[: len(defaults)] == defaults, recipe.name

@@ -201,3 +201,13 @@ def test_fm_pretraining_initialises_embeddings_and_names_mismatched_shapes(tmp_p
         FFM(data.schema, embedding_dim=8, init_from=str(tmp_path / "fm.ckpt"))
     with pytest.raises(FileNotFoundError, match="init_from: no checkpoint at"):
         IFM(data.schema, init_from=str(tmp_path / "missing.ckpt"))
+
+
+def test_attention_columns_need_a_feature_aspect(tmp_path):
+    from lit_ifm import IFM
+
+    data = small_data()
+    model = IFM(data.schema, embedding_dim=8, variant="field_aspect_only")
+    writer = PredictionWriter(str(tmp_path / "p.parquet"), with_attention=True)
+    with pytest.raises(ValueError, match="has no per-instance attention"):
+        trainer(tmp_path, callbacks=[writer]).predict(model, datamodule=data, return_predictions=False)

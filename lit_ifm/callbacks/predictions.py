@@ -17,8 +17,9 @@ class PredictionWriter(L.Callback):
 
     Args:
         output_path: ``.parquet`` or ``.csv``; under DDP rank r writes ``<stem>.rank<r><suffix>``.
-        with_attention: add the attention columns ``attention:<field>-<field>`` (models with a feature
-            aspect only).
+        with_attention: add the attention columns ``attention:<field>-<field>`` over all pairs (models
+            with a feature aspect only; with ``InteractionSampler(evaluation="top")`` the predictions use
+            the top pairs while these columns still show the attention over all of them).
     """
 
     def __init__(self, output_path: str = "predictions.parquet", with_attention: bool = False):
@@ -28,9 +29,9 @@ class PredictionWriter(L.Callback):
             raise ValueError(f"PredictionWriter: output_path must end in .parquet or .csv, got {output_path!r}")
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.with_attention and not hasattr(pl_module, "interaction_details"):
+        if self.with_attention and getattr(pl_module, "feature_aspect", None) is None:
             raise ValueError(f"PredictionWriter(with_attention=True): {type(pl_module).__name__} has no "
-                             "per-instance attention; use a model of the IFM family")
+                             "per-instance attention; use an IFM-family model with a feature aspect")
         self._columns: dict[str, list[np.ndarray]] = {}
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0):
