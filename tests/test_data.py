@@ -274,3 +274,18 @@ def test_worker_processes_give_the_same_batches():
 def test_field_batch_pins_memory():
     module = FieldAwareDataModule(synthetic=SyntheticConfig(rows=500), batch_size=64, pin_memory=True)
     assert first_batch(module, "train").feature_ids.is_pinned()
+
+
+def test_device_resident_data_trains_where_the_model_is(tmp_path):
+    import lightning as L
+
+    from lit_ifm import FM
+
+    with pytest.raises(ValueError, match="set num_workers=0 and pin_memory=false"):
+        FieldAwareDataModule(device_resident=True, num_workers=2)
+    module = FieldAwareDataModule(synthetic=SyntheticConfig(rows=800), batch_size=64, device_resident=True)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        default_root_dir=tmp_path, accelerator="cpu")
+    trainer.fit(FM(module.schema, embedding_dim=4), datamodule=module)
+    assert module._datasets["train"].labels.device == trainer.strategy.root_device
+    assert trainer.callback_metrics["val/rmse"].isfinite()

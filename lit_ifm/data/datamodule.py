@@ -36,8 +36,14 @@ class FieldBatchDataset(Dataset):
         return len(self.labels)
 
     def __getitems__(self, indices: list[int]) -> FieldBatch:
-        index = torch.as_tensor(indices, dtype=torch.long)
+        index = torch.as_tensor(indices, dtype=torch.long, device=self.labels.device)
         return FieldBatch(self.feature_ids[index], self.feature_values[index], self.labels[index], index)
+
+    def to(self, device: torch.device | str) -> FieldBatchDataset:
+        """Moves the rows, so that batches are gathered where the model is."""
+        self.feature_ids, self.feature_values, self.labels = (
+            tensor.to(device) for tensor in (self.feature_ids, self.feature_values, self.labels))
+        return self
 
     def __getitem__(self, index: int) -> FieldBatch:
         return self.__getitems__([index])
@@ -100,6 +106,8 @@ class FieldAwareDataModule(L.LightningDataModule):
         eval_batch_size: validation, test and predict batch size (default: ``batch_size``).
         num_workers: DataLoader worker processes.
         pin_memory: pin batches for faster host-to-GPU copies.
+        device_resident: keep every split on the accelerator the trainer uses and gather batches there (no
+            per-batch host work or copy; the data must fit in its memory; no workers, no pinning).
         cache_dir: where ``datasets`` caches parsed files (default: ``$LIT_IFM_CACHE`` or its own).
         predict_split: the split ``predict`` scores.
         synthetic: the generator's settings when ``source`` is ``synthetic``.
@@ -123,6 +131,7 @@ class FieldAwareDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
+        device_resident: bool = False,
         cache_dir: str | None = None,
         predict_split: Literal["train", "validation", "test"] = "test",
         synthetic: SyntheticConfig = SyntheticConfig(),
@@ -135,6 +144,9 @@ class FieldAwareDataModule(L.LightningDataModule):
             raise ValueError("negatives_per_positive needs item_field, the field whose value a negative replaces")
         if min_count < 1:
             raise ValueError(f"min_count must be at least 1, got {min_count}")
+        if device_resident and (num_workers or pin_memory):
+            raise ValueError("device_resident batches are gathered on the accelerator: set num_workers=0 and "
+                             "pin_memory=false")
         self.save_hyperparameters(logger=False)  # the CLI logs the whole resolved config instead
         self.synthetic = synthetic
         self.source = str(source)
@@ -169,6 +181,9 @@ class FieldAwareDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         for split, data in self.prepared.splits.items():
             self._datasets.setdefault(split, FieldBatchDataset(data))
+        if self.hparams.device_resident and self.trainer is not None:
+            for dataset in self._datasets.values():
+                dataset.to(self.trainer.strategy.root_device)
 
     @property
     def _cache_dir(self) -> str | None:
