@@ -28,6 +28,21 @@ def slot_pairs(slot_fields: Sequence[int], same_field: bool = True) -> tuple[Ten
     return left, right
 
 
+class BatchNorm(nn.BatchNorm1d):
+    """``BatchNorm1d`` that also takes a training batch of one row (a split's last batch can be one): it is
+    normalised with the running statistics, which it leaves as they are, instead of raising.
+
+    >>> BatchNorm(3).train()(torch.ones(1, 3)).shape
+    torch.Size([1, 3])
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        if self.training and input.shape[0] == 1:
+            return nn.functional.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
+                                            training=False, eps=self.eps)
+        return super().forward(input)
+
+
 class MLP(nn.Sequential):
     """Linear layers with ReLU (and optional batch norm and dropout) between them; the last is linear.
 
@@ -41,7 +56,7 @@ class MLP(nn.Sequential):
             layers.append(nn.Linear(input_dim, size))
             if index < len(layer_sizes) - 1:
                 if batch_norm:
-                    layers.append(nn.BatchNorm1d(size))
+                    layers.append(BatchNorm(size))
                 layers.append(nn.ReLU())
                 if dropout > 0:
                     layers.append(nn.Dropout(dropout))

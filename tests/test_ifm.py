@@ -16,13 +16,15 @@ def real_pair_mask(model: IFM, batch: FieldBatch) -> torch.Tensor:
     return batch.mask[:, model.pair_left] & batch.mask[:, model.pair_right]  # (B, P)
 
 
-def test_attention_sums_to_one_over_real_pairs_and_is_zero_on_padding():
-    model = IFM(schema=mixed_schema(), embedding_dim=4).eval()
+@pytest.mark.parametrize("attention_sum", ["pairs", "one"])
+def test_attention_sums_to_the_real_pair_count_or_one_and_is_zero_on_padding(attention_sum):
+    model = IFM(schema=mixed_schema(), embedding_dim=4, attention_sum=attention_sum).eval()
     batch = random_batch(mixed_schema(), rows=10, empty=0.4)
     details = model.interaction_details(batch)
     real = real_pair_mask(model, batch)
     assert not real.all(), "the batch must hold pairs with an empty slot"
-    torch.testing.assert_close(details.attention.sum(dim=1), torch.ones(10))
+    total = real.sum(dim=1).float() if attention_sum == "pairs" else torch.ones(10)
+    torch.testing.assert_close(details.attention.sum(dim=1), total)
     assert (details.attention[~real] == 0).all()
     assert details.attention.dtype == torch.float32
     assert len(details.field_pairs) == model.num_pairs == details.slot_pairs.shape[0]
@@ -37,7 +39,7 @@ def test_a_row_without_real_pairs_gives_zero_not_nan():
     scores = model(batch)
     scores.sum().backward()
     assert torch.isfinite(scores).all()
-    assert model.interaction(batch)[0].item() == 0.0
+    assert (model.batch_aspects(batch).fused()[0] == 0).all()  # no pair contributes
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
@@ -47,13 +49,15 @@ def test_high_temperature_makes_attention_uniform():
         model.feature_aspect.hidden.weight.normal_(0.0, 3.0)
     batch = random_batch(mixed_schema(), rows=6)
     real = real_pair_mask(model, batch)
-    uniform = real / real.sum(dim=1, keepdim=True)
-    torch.testing.assert_close(model.interaction_details(batch).attention, uniform)
+    torch.testing.assert_close(model.interaction_details(batch).attention, real.float())  # 1 on each real pair
 
 
-def test_ones_field_aspect_and_uniform_attention_is_fm_over_the_pair_count():
+@pytest.mark.parametrize(("attention_sum", "divided_by_pair_count"), [("pairs", False), ("one", True)])
+def test_ones_field_aspect_and_uniform_attention_is_fm(attention_sum, divided_by_pair_count):
+    """With T summing to |X| (lit_ifm's default) IFM starts out as FM; with the paper's softmax, as FM / |X|."""
     schema = mixed_schema()
-    model = IFM(schema=schema, embedding_dim=5, field_factors=3, temperature=1e12).double().eval()
+    model = IFM(schema=schema, embedding_dim=5, field_factors=3, temperature=1e12, attention_sum=attention_sum,
+                pooled_batch_norm=False).double().eval()
     fm = FM(schema=schema, embedding_dim=5).double().eval()
     with torch.no_grad():
         model.feature_embedding.weight.normal_()
@@ -62,24 +66,50 @@ def test_ones_field_aspect_and_uniform_attention_is_fm_over_the_pair_count():
         model.field_aspect.factor_weights.fill_(1.0 / 3)  # D^T (1 * 1) = 1
     batch = random_batch(schema, rows=8)
     batch.feature_values = batch.feature_values.double()
-    pair_count = real_pair_mask(model, batch).sum(dim=1)
+    pair_count = real_pair_mask(model, batch).sum(dim=1) if divided_by_pair_count else 1
     with torch.no_grad():
         torch.testing.assert_close(model.interaction(batch), fm.interaction(batch) / pair_count)
+
+
+def test_pooled_batch_norm_folds_into_the_field_aspect_and_bias_at_inference():
+    """Eq. 9 with F' = F gamma / sigma and w0' = w0 + sum_k (beta_k - gamma_k mu_k / sigma_k): the same model."""
+    schema = mixed_schema()
+    normalised = IFM(schema=schema, embedding_dim=4, variant="unfactorized").double()
+    with torch.no_grad():
+        for parameter in normalised.parameters():
+            parameter.normal_(0.0, 0.5)
+    normalised.train()(random_batch(schema, rows=32))  # running statistics from a batch
+    normalised.eval()
+    norm = normalised.pooling.norm
+    plain = IFM(schema=schema, embedding_dim=4, variant="unfactorized", pooled_batch_norm=False).double().eval()
+    plain.load_state_dict(normalised.state_dict(), strict=False)
+    sigma = (norm.running_var + norm.eps).sqrt()
+    with torch.no_grad():
+        plain.field_aspect.prototypes.mul_(norm.weight / sigma)
+        plain.bias.add_((norm.bias - norm.weight * norm.running_mean / sigma).sum())
+    torch.testing.assert_close(normalised.field_aspect_as_used(), plain.field_aspect())
+    batch = random_batch(schema, rows=8)
+    batch.feature_values = batch.feature_values.double()
+    with torch.no_grad():
+        torch.testing.assert_close(normalised(batch), plain(batch))
 
 
 def test_parameter_count_follows_the_paper():
     schema = synthetic_schema()
     m, n, K, K_F, K_a = schema.num_features, schema.num_fields, 16, 6, 5
     fm = m * K + m + 1
-    model = IFM(schema=schema, embedding_dim=K, field_factors=K_F, attention_dim=K_a)
+    model = IFM(schema=schema, embedding_dim=K, field_factors=K_F, attention_dim=K_a, pooled_batch_norm=False)
     assert model.num_parameters() == fm + n * K_F + K_F * K + K_a * K + 2 * K_a
+    normalised = IFM(schema=schema, embedding_dim=K, field_factors=K_F, attention_dim=K_a)
+    assert normalised.num_parameters() == model.num_parameters() + 2 * K  # gamma, beta: fold away at inference
     assert FM(schema=schema, embedding_dim=K).num_parameters() == fm
-    unfactorized = IFM(schema=schema, embedding_dim=K, attention_dim=K_a, variant="unfactorized")
+    unfactorized = IFM(schema=schema, embedding_dim=K, attention_dim=K_a, variant="unfactorized",
+                       pooled_batch_norm=False)
     assert unfactorized.num_parameters() == fm + n * (n - 1) // 2 * K + K_a * K + 2 * K_a
-    assert IFM(schema=schema, embedding_dim=K, attention_dim=K_a,
-               variant="feature_aspect_only").num_parameters() == fm + K_a * K + 2 * K_a
-    assert IFM(schema=schema, embedding_dim=K, field_factors=K_F,
-               variant="field_aspect_only").num_parameters() == fm + n * K_F + K_F * K
+    assert IFM(schema=schema, embedding_dim=K, attention_dim=K_a, variant="feature_aspect_only",
+               pooled_batch_norm=False).num_parameters() == fm + K_a * K + 2 * K_a
+    assert IFM(schema=schema, embedding_dim=K, field_factors=K_F, variant="field_aspect_only",
+               pooled_batch_norm=False).num_parameters() == fm + n * K_F + K_F * K
 
 
 def test_same_field_pairs_of_a_multi_valued_field():
@@ -100,8 +130,9 @@ def test_a_pair_subset_computes_only_those_pairs():
     subset = model.aspects(embeddings, batch.mask, pairs)
     assert subset.feature.shape == (5, 3, 4) and subset.field.shape == (3, 4)
     torch.testing.assert_close(subset.field, full.field[pairs])
-    real = real_pair_mask(model, batch)[:, pairs]
-    torch.testing.assert_close(subset.attention.sum(dim=1), real.any(dim=1).float())
+    real = real_pair_mask(model, batch)
+    # the drawn pairs' attention sums to the instance's real pairs among all P (|X|), when any was drawn
+    torch.testing.assert_close(subset.attention.sum(dim=1), real[:, pairs].any(dim=1) * real.sum(dim=1).float())
 
 
 def test_field_pair_importance_reports_norms_and_shares():

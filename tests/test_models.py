@@ -21,6 +21,11 @@ def build(model_class, same_field_pairs: bool = True, **options) -> FieldAwareMo
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.normal_(0.0, 0.5)
+        for name, buffer in model.named_buffers():  # batch norms' statistics, off their 0/1 start
+            if name.endswith("running_mean"):
+                buffer.normal_(0.0, 0.5)
+            elif name.endswith("running_var"):
+                buffer.uniform_(0.5, 2.0)
     return model.eval()
 
 
@@ -89,13 +94,25 @@ def ifm_pairs_by_loops(model, ids, x, same_field_pairs):
         weights = [1.0] * len(pairs)
     else:
         weights = softmax_attention(model.feature_aspect, vectors, model.feature_aspect.temperature)
+        if model.attention_sum == "pairs":
+            weights = weights * len(pairs)  # T sums to |X|
     return [((i, j), t * field_vector(model, fields[i], fields[j]) * e)
             for (i, j), t, e in zip(pairs, weights, vectors)]
 
 
+def pooled_by_loops(model, pooled):
+    """G_IFM from the pooled K-vector: its sum, through the batch norm's inference map when there is one."""
+    norm = model.pooling.norm
+    if norm is not None:
+        pooled = norm.weight * (pooled - norm.running_mean) / (norm.running_var + norm.eps).sqrt() + norm.bias
+    return pooled.sum()
+
+
 def ifm_by_loops(model, batch, same_field_pairs):
-    return torch.stack([linear_part(model, ids, x) + sum(v.sum() for _, v in ifm_pairs_by_loops(
-        model, ids, x, same_field_pairs)) for ids, x in rows_of(batch)])
+    return torch.stack([linear_part(model, ids, x) + pooled_by_loops(model, sum(
+        (v for _, v in ifm_pairs_by_loops(model, ids, x, same_field_pairs)), torch.zeros(model.embedding_dim,
+                                                                                      dtype=torch.float64)))
+        for ids, x in rows_of(batch)])
 
 
 def inn_by_loops(model, batch, same_field_pairs):
@@ -154,10 +171,12 @@ def ffm_by_loops(model, batch, same_field_pairs):
 
 CASES = [
     (IFM, {}, ifm_by_loops),
+    (IFM, {"attention_sum": "one", "pooled_batch_norm": False}, ifm_by_loops),
     (IFM, {"variant": "unfactorized"}, ifm_by_loops),
     (IFM, {"variant": "feature_aspect_only"}, ifm_by_loops),
     (IFM, {"variant": "field_aspect_only"}, ifm_by_loops),
     (INN, {"hidden_sizes": (5, 3)}, inn_by_loops),
+    (INN, {"hidden_sizes": (4,), "attention_sum": "one"}, inn_by_loops),
     (DeepIFM, {"hidden_sizes": (6,), "batch_norm": True}, deepifm_by_loops),
     (AFM, {"attention_dim": 3}, afm_by_loops),
     (NFM, {"hidden_sizes": (6,)}, nfm_by_loops),
@@ -168,7 +187,7 @@ CASES = [
 
 @pytest.mark.parametrize("same_field_pairs", [True, False], ids=["same_field", "cross_field"])
 @pytest.mark.parametrize(("model_class", "options", "by_loops"), CASES,
-                         ids=[f"{c.__name__}-{o.get('variant', '')}" for c, o, _ in CASES])
+                         ids=[f"{c.__name__}-{'-'.join(map(str, o.values()))}" for c, o, _ in CASES])
 def test_forward_equals_its_equation_by_loops(model_class, options, by_loops, same_field_pairs):
     model = build(model_class, same_field_pairs, **options)
     batch = double_batch()

@@ -133,7 +133,7 @@ def test_ifm_predictions_carry_the_attention_of_every_pair(tmp_path):
     frame = pd.read_parquet(output)
     attention = frame[[name for name in frame.columns if name.startswith("attention:")]]
     assert attention.shape == (300, 45) and "attention:f0-f1" in attention.columns
-    assert (attention.sum(axis=1) - 1).abs().max() < 1e-5
+    assert (attention.sum(axis=1) - 45).abs().max() < 1e-4  # T sums to the row's 45 real pairs
 
 
 def test_field_importance_is_reported_as_csv_and_on_wandb(tmp_path):

@@ -114,8 +114,9 @@ def test_a_drawn_subset_is_all_the_model_computes():
     model.active_pairs = torch.tensor([0, 3, 5])
     aspects = model.batch_aspects(batch)
     assert aspects.feature.shape == (5, 3, 4) and aspects.field.shape == (3, 4)
-    real = (batch.mask[:, model.pair_left] & batch.mask[:, model.pair_right])[:, [0, 3, 5]]
-    torch.testing.assert_close(aspects.attention.sum(dim=1), real.any(dim=1).float())  # softmax over the 3
+    real = batch.mask[:, model.pair_left] & batch.mask[:, model.pair_right]
+    # softmax over the 3, scaled to the row's real pairs among all P (|X|): the sum the unsampled model has
+    torch.testing.assert_close(aspects.attention.sum(dim=1), real[:, [0, 3, 5]].any(dim=1) * real.sum(dim=1).float())
 
 
 @pytest.mark.parametrize("model", [FM(mixed_schema()), IFM(mixed_schema(), variant="feature_aspect_only")],

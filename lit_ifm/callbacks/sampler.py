@@ -147,7 +147,7 @@ class InteractionSampler(L.Callback):
         drawn = torch.zeros_like(pairs_per_field_pair).index_add_(0, field_index, self.selection_counts.cpu().double())
         frequency = drawn / pairs_per_field_pair / max(self.steps, 1)
         with torch.no_grad():
-            norms = pl_module.field_aspect().float().norm(dim=1).cpu()  # (Q,)
+            norms = pl_module.field_aspect_as_used().float().norm(dim=1).cpu()  # (Q,)
         names, statistics = pl_module.schema.field_names, {}
         for index, (first, second) in enumerate(pl_module.field_aspect.field_pairs.tolist()):
             statistics[f"sampler/frequency/{names[first]}-{names[second]}"] = frequency[index].item()

@@ -12,10 +12,11 @@ from torch import Tensor, nn
 
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.schema import FieldSchema
-from lit_ifm.layers import PairAttention, pair_products, slot_pairs
+from lit_ifm.layers import BatchNorm, PairAttention, bi_interaction, pair_products, slot_pairs
 from lit_ifm.models.base import FieldAwareModel
 
 Variant = Literal["ifm", "unfactorized", "feature_aspect_only", "field_aspect_only"]
+AttentionSum = Literal["pairs", "one"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,39 @@ class FieldAspect(nn.Module):
         return (left * right) @ self.factor_weights  # (Q, K_F) @ (K_F, K) -> (Q, K)
 
 
+class PooledInteraction(nn.Module):
+    """G_IFM (Eq. 13): ``sum_k sum_(i,j) (IX_ij * FX_ij)_k`` from the fused aspects ``(B, P, K)``.
+
+    With ``batch_norm`` (lit_ifm's default, beyond the paper), the pooled K-vector is batch-normalised before
+    its sum, as NFM does with its bi-interaction vector: the interaction then learns at the pace of the
+    linear term whatever the embeddings' scale, instead of growing from V's small initial values. At
+    inference the normalisation is a fixed affine map, so it folds into the field aspect
+    (``F * gamma / sigma``, :meth:`factor_scale`) and the bias: the model is still the paper's Eq. 9.
+    ``gamma`` starts at ``1 / sqrt(K)``, so that the K normalised factors sum to unit variance.
+
+    >>> pooling = PooledInteraction(4, batch_norm=True).eval()
+    >>> pooling(torch.ones(2, 3, 4)).shape, pooling.factor_scale().shape
+    (torch.Size([2]), torch.Size([4]))
+    """
+
+    def __init__(self, embedding_dim: int, batch_norm: bool):
+        super().__init__()
+        self.norm = BatchNorm(embedding_dim) if batch_norm else None
+        if self.norm is not None:
+            nn.init.constant_(self.norm.weight, embedding_dim ** -0.5)
+
+    def forward(self, fused: Tensor) -> Tensor:
+        pooled = fused.sum(dim=1)  # (B, P, K) -> (B, K)
+        return (pooled if self.norm is None else self.norm(pooled)).sum(dim=1)
+
+    def factor_scale(self) -> Tensor | None:
+        """``gamma / sqrt(running variance + eps)`` ``(K,)``, the factor each F_k is multiplied by at inference;
+        None without batch norm."""
+        if self.norm is None:
+            return None
+        return self.norm.weight / (self.norm.running_var + self.norm.eps).sqrt()
+
+
 class InteractionAwareModel(FieldAwareModel):
     """What IFM, INN and DeepIFM share: the slot pairs, the feature aspect ``T`` (Eq. 5), the field aspect
     ``F`` (Eq. 6), :meth:`aspects` (Eq. 11) and the interpretability outputs. Not a model by itself: a
@@ -102,6 +136,10 @@ class InteractionAwareModel(FieldAwareModel):
             ``feature_aspect_only`` (FA-IFM, F = 1) or ``field_aspect_only`` (IA-IFM, T = 1 on real pairs).
         same_field_pairs: keep pairs of two slots of one multi-valued field (Eq. 1 enumerates all
             non-zero pairs); False drops them, the paper's Tencent setting.
+        attention_sum: what the feature aspect T of an instance sums to. ``pairs`` (lit_ifm's default, beyond
+            the paper): the number of its real pairs |X|, so uniform attention and F = 1 give FM's plain sum
+            and the interaction starts at FM's scale, not 1/|X| of it (45x smaller on Frappe, which left
+            IFM and INN behind FM under Adam at lr 1e-3). ``one``: the paper's softmax (Eq. 5).
         **kwargs: :class:`FieldAwareModel`'s arguments; ``interaction_dropout`` acts on the weighted pair
             vectors FX (the pair-wise interaction layer).
     """
@@ -115,9 +153,12 @@ class InteractionAwareModel(FieldAwareModel):
         temperature: float = 10.0,
         variant: Variant = "ifm",
         same_field_pairs: bool = True,
+        attention_sum: AttentionSum = "pairs",
         **kwargs,
     ):
         super().__init__(schema, **kwargs)
+        self.same_field_pairs = same_field_pairs
+        self.attention_sum = attention_sum
         left, right = slot_pairs(self.schema.slot_fields, same_field=same_field_pairs)
         if len(left) == 0:
             raise ValueError(f"{type(self).__name__} needs at least one slot pair; the schema has "
@@ -131,6 +172,7 @@ class InteractionAwareModel(FieldAwareModel):
             PairAttention(self.embedding_dim, attention_dim, temperature)
         self.field_aspect = None if variant == "feature_aspect_only" else FieldAspect(
             self.schema.num_fields, self.embedding_dim, field_factors, field_pairs, factorized=variant != "unfactorized")
+        self.pooling: PooledInteraction | None = None  # IFM and DeepIFM pool the pairs (G_IFM); INN does not
         # What a training step computes, set by InteractionSampler: indices into the P pairs (None: all)
         # and, per drawn pair, the log of its importance weight 1 / P(drawn) (None: no correction).
         self.active_pairs: Tensor | None = None
@@ -160,6 +202,9 @@ class InteractionAwareModel(FieldAwareModel):
                 attention = attention * pair_log_weights.exp().to(products.dtype)
         else:
             attention = self.feature_aspect(products, pair_mask, pair_log_weights)  # (B, P), float32 or wider
+            if self.attention_sum == "pairs":  # |X| counts the real pairs among all P, drawn or not
+                attention = attention * bi_interaction(mask.to(attention.dtype).unsqueeze(-1), self.slot_fields,
+                                                       self.same_field_pairs)  # (B, P) * (B, 1)
         feature = self.interaction_dropout(attention.to(products.dtype).unsqueeze(-1) * products)  # (B, P, K)
         field = products.new_ones(len(left), self.embedding_dim) if self.field_aspect is None else \
             self.field_aspect()[field_index]  # (P, K)
@@ -169,13 +214,19 @@ class InteractionAwareModel(FieldAwareModel):
         """The aspects of the active pairs (all, or those an InteractionSampler selected)."""
         return self.aspects(self.embed(batch), batch.mask, self.active_pairs, self.active_pair_log_weights)
 
+    def field_aspect_as_used(self) -> Tensor:
+        """``F_{f,g}`` ``(Q, K)`` as inference uses it: the pooled batch norm's per-factor scale folded in."""
+        aspect = self.field_aspect()
+        scale = None if self.pooling is None else self.pooling.factor_scale()
+        return aspect if scale is None else aspect * scale
+
     def pair_weights(self, exponent: float = 1.0) -> Tensor:
         """``||F_{f_i, f_j}||^exponent`` of every slot pair ``(P,)``: what sampling draws pairs by."""
         if self.field_aspect is None:
             raise ValueError(f"{type(self).__name__} (variant without a field aspect) has no field-aspect norms "
                              "to sample interactions by")
         with torch.no_grad():
-            return self.field_aspect().float().norm(dim=1)[self.pair_field_index].pow(exponent)
+            return self.field_aspect_as_used().float().norm(dim=1)[self.pair_field_index].pow(exponent)
 
     # --- interpretability ---------------------------------------------------------------------------
 
@@ -184,7 +235,7 @@ class InteractionAwareModel(FieldAwareModel):
         if self.field_aspect is None:
             raise ValueError("field_pair_importance needs the field aspect; variant='feature_aspect_only' has none")
         with torch.no_grad():
-            norms = self.field_aspect().float().norm(dim=1)  # (Q,)
+            norms = self.field_aspect_as_used().float().norm(dim=1)  # (Q,)
             shares = norms / norms.sum()
         names = self.schema.field_names
         rows = [FieldPairImportance(names[f], names[g], norm, share) for (f, g), norm, share
@@ -203,16 +254,28 @@ class InteractionAwareModel(FieldAwareModel):
 
 class IFM(InteractionAwareModel):
     """``y = w0 + sum_i w_i x_i + sum_{(i,j) in X} T_ij (U_fi * U_fj)^T D (V_i * V_j) x_i x_j`` (Eq. 9),
-    i.e. G_IFM = ``sum <IX_ij, FX_ij>`` (Eq. 13). All arguments are :class:`InteractionAwareModel`'s.
+    i.e. G_IFM = ``sum <IX_ij, FX_ij>`` (Eq. 13).
 
     Regularise the field aspect with ``l2_regularization={"field_aspect": lambda_F}``. Parameters: FM's
-    plus ``n K_F + K_F K`` (field aspect) plus ``K_a K + 2 K_a`` (attention).
+    plus ``n K_F + K_F K`` (field aspect) plus ``K_a K + 2 K_a`` (attention), plus ``2 K`` for the pooled
+    batch norm, which folds away at inference.
+
+    Args:
+        schema: the data's fields and sizes (see :class:`FieldAwareModel`).
+        pooled_batch_norm: batch-normalise the pooled interaction vector (see :class:`PooledInteraction`);
+            ``False`` trains the paper's parametrisation as it is written.
+        **kwargs: :class:`InteractionAwareModel`'s arguments (attention_dim, field_factors, temperature,
+            variant, same_field_pairs, attention_sum) and :class:`FieldAwareModel`'s.
 
     >>> from lit_ifm.data.synthetic import synthetic_schema
     >>> model = IFM(synthetic_schema(), embedding_dim=8, field_factors=4, attention_dim=3)
-    >>> model.num_parameters() == (8 * 210 + 210 + 1) + (10 * 4 + 4 * 8) + (3 * 8 + 2 * 3)
+    >>> model.num_parameters() == (8 * 210 + 210 + 1) + (10 * 4 + 4 * 8) + (3 * 8 + 2 * 3) + 2 * 8
     True
     """
 
+    def __init__(self, schema: FieldSchema, *, pooled_batch_norm: bool = True, **kwargs):
+        super().__init__(schema, **kwargs)
+        self.pooling = PooledInteraction(self.embedding_dim, pooled_batch_norm)
+
     def interaction(self, batch: FieldBatch) -> Tensor:
-        return self.batch_aspects(batch).fused().sum(dim=(1, 2))
+        return self.pooling(self.batch_aspects(batch).fused())

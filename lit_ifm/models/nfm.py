@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.schema import FieldSchema
-from lit_ifm.layers import MLP, bi_interaction
+from lit_ifm.layers import MLP, BatchNorm, bi_interaction
 from lit_ifm.models.base import FieldAwareModel
 
 
@@ -33,7 +33,7 @@ class NFM(FieldAwareModel):
                  batch_norm: bool = True, same_field_pairs: bool = True, **kwargs):
         super().__init__(schema, **kwargs)
         self.same_field_pairs = same_field_pairs
-        self.pooled_norm = nn.BatchNorm1d(self.embedding_dim) if batch_norm else nn.Identity()
+        self.pooled_norm = BatchNorm(self.embedding_dim) if batch_norm else nn.Identity()
         self.mlp = MLP(self.embedding_dim, [*hidden_sizes, 1], hidden_dropout, batch_norm)
 
     def interaction(self, batch: FieldBatch) -> Tensor:
