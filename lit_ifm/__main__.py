@@ -9,7 +9,8 @@ import yaml
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from lit_ifm.callbacks.field_importance import run_file_name
-from lit_ifm.data import DataError, FieldAwareDataModule
+from lit_ifm.data import FieldAwareDataModule
+from lit_ifm.errors import UserError
 from lit_ifm.models import FieldAwareModel
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -58,9 +59,20 @@ class LitIFMCLI(LightningCLI):
 def main(args: list[str] | None = None) -> LitIFMCLI:
     try:
         return _cli(args)
-    except DataError as error:  # bad input: the message says where and what; a traceback would only bury it
-        sys.stderr.write(f"lit-ifm: error: {error}\n")
+    except Exception as error:
+        cause = _user_error(error)
+        if cause is None:
+            raise
+        # bad input or settings: the message says where and what; a traceback would only bury it
+        sys.stderr.write(f"lit-ifm: error: {cause}\n")
         raise SystemExit(2) from None
+
+
+def _user_error(error: BaseException | None) -> UserError | None:
+    """The :class:`UserError` behind ``error``: jsonargparse wraps what a constructor raised."""
+    while error is not None and not isinstance(error, UserError):
+        error = error.__cause__
+    return error
 
 
 def _cli(args: list[str] | None) -> LitIFMCLI:

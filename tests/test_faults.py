@@ -1,0 +1,234 @@
+"""A catalogue of faults (issue 8): each one a user can run into, and what lit_ifm now does about it.
+
+Every test is named after the issue's number for its fault, and each failed on the code before the fix: it gave
+a wrong answer with exit code 0, lost a run, or buried its message in a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO
+
+from lit_ifm import FM, DataError, FieldAwareDataModule
+from lit_ifm.__main__ import main
+from lit_ifm.data.datamodule import split_rows
+from lit_ifm.errors import ConfigError
+
+RECIPES = REPO / "recipes"
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+# --- running the command line --------------------------------------------------------------------------
+
+
+def run_main(root: Path, *args: str):
+    """``python -m lit_ifm`` in this process (quicker than a new one), without a logger, writing under ``root``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setattr(sys, "argv", ["lit-ifm"])  # LightningCLI warns when args= meets pytest's own argv
+        return main([*args, "--trainer.logger", "false", "--trainer.default_root_dir", str(root), *QUIET])
+
+
+def error_line(capsys, root: Path, *args: str) -> str:
+    """The one ``lit-ifm: error:`` line of a run that must stop with exit code 2."""
+    with pytest.raises(SystemExit) as stopped:
+        run_main(root, *args)
+    assert stopped.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lit-ifm: error: ")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+# --- small data ----------------------------------------------------------------------------------------
+
+
+def write_ratings(folder: Path, users: str = "u", extra_user: bool = False) -> Path:
+    """train/valid/test CSV (user, item, label): 10 users and 10 items, every one of them in training."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, rows in (("train", 60), ("valid", 20), ("test", 20)):
+        index = np.arange(rows + (extra_user and split == "train"))
+        frame = pd.DataFrame({"user": [f"{users}{i % 10}" for i in index],
+                              "item": [f"i{(3 * i + i // 10) % 10}" for i in index],
+                              "label": rng.random(len(index)).round(3)})
+        if extra_user and split == "train":
+            frame.loc[rows, "user"] = f"{users}99"  # one value appended to the vocabulary
+        frame.to_csv(folder / f"{split}.csv", index=False)
+    return folder
+
+
+def synthetic_args(recipe: str = "ifm_synthetic", rows: int = 600) -> list[str]:
+    return ["--config", str(RECIPES / f"{recipe}.yaml"), "--data.synthetic.rows", str(rows), "--model.embedding_dim",
+            "4"]
+
+
+def write_libfm(folder: Path, train: str, validation: str = "1 1:1 3:1\n", test: str = "-1 0:1 3:1\n") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, text in (("train", train), ("validation", validation), ("test", test)):
+        (folder / f"toy.{split}.libfm").write_text(text)
+    return folder
+
+
+# ====================================== Silent wrong results ============================================
+
+
+@pytest.mark.parametrize("task", ["regression", "binary"])
+@pytest.mark.parametrize("layout, label, message", [
+    ("libfm", "nan", r"toy.train.libfm line 2: label 'nan' is not a finite number"),
+    ("libfm", "inf", r"toy.train.libfm line 2: label 'inf' is not a finite number"),
+    ("csv", "inf", r"train.csv line 3, column 'label': label inf is not a finite number"),
+    ("csv", "-inf", r"train.csv line 3, column 'label': label -inf is not a finite number"),
+])
+def test_04_non_finite_labels_are_refused(task, layout, label, message, tmp_path):
+    if layout == "libfm":
+        source = write_libfm(tmp_path / "toy", f"1 0:1 2:1\n{label} 1:1 3:1\n1 0:1 3:1\n")
+        options = {}
+    else:
+        source = write_ratings(tmp_path / "data")
+        frame = pd.read_csv(source / "train.csv").astype({"label": object})
+        frame.loc[1, "label"] = label
+        frame.to_csv(source / "train.csv", index=False)
+        options = {"categorical": ["user", "item"]}
+    with pytest.raises(DataError, match=message):
+        FieldAwareDataModule(str(source), task=task, **options).schema
+
+
+@pytest.mark.parametrize("labels, message", [
+    ("1 5 3 4", r"toy.train.libfm line 2: label 5 is not 0/1 or -1/\+1, as task binary expects; set "
+                r"positive_threshold \(labels at or above it are positive, e.g. --data.positive_threshold 4"),
+    ("1 0 7 0", r"line 3: label 7 is not 0/1 or -1/\+1"),
+    ("-3 1 0 1", r"line 1: label -3 is not 0/1 or -1/\+1"),
+    ("-1 1 0 1", r"line 3: label 0 beside -1 labels is not 0/1 or -1/\+1"),
+])
+def test_05_binary_labels_that_are_not_two_classes_are_refused(labels, message, tmp_path):
+    lines = [f"{label} {i % 2}:1 {2 + i % 2}:1" for i, label in enumerate(labels.split())]
+    folder = write_libfm(tmp_path / "toy", "\n".join(lines) + "\n", validation="1 1:1 3:1\n", test="1 0:1 3:1\n")
+    with pytest.raises(DataError, match=message):
+        FieldAwareDataModule(str(folder), task="binary").schema
+
+
+def test_05_positive_threshold_reads_ratings_as_binary_labels(tmp_path):
+    folder = write_libfm(tmp_path / "toy", "1 0:1 2:1\n5 1:1 3:1\n3 0:1 3:1\n4 1:1 2:1\n", validation="2 1:1 3:1\n",
+                         test="5 0:1 3:1\n")
+    module = FieldAwareDataModule(str(folder), task="binary", positive_threshold=4)
+    assert module.prepared.splits["train"].labels.tolist() == [0.0, 1.0, 0.0, 1.0]
+    for negative in ("-1", "0"):  # the two spellings of two classes
+        folder = write_libfm(tmp_path / negative, f"{negative} 0:1 2:1\n1 1:1 3:1\n", validation="1 1:1 3:1\n",
+                             test="1 0:1 3:1\n")
+        assert FieldAwareDataModule(str(folder), task="binary").prepared.splits["train"].labels.tolist() == [0.0, 1.0]
+    with pytest.raises(ConfigError, match="positive_threshold turns labels into 0/1 for task binary"):
+        FieldAwareDataModule(str(folder), positive_threshold=4)
+
+
+def test_06_the_label_named_as_a_feature_is_refused(tmp_path):
+    folder = write_ratings(tmp_path / "data")
+    with pytest.raises(DataError, match="the label column 'label' is also named as a categorical field; a model must "
+                                        "not see its label"):
+        FieldAwareDataModule(str(folder), categorical=["user", "label"]).schema
+
+
+def test_07_duplicate_csv_columns_are_refused(tmp_path):
+    folder = write_ratings(tmp_path / "data")
+    valid = pd.read_csv(folder / "valid.csv")
+    rows = [f"{row.user},{row.item},i{index % 3},{row.label}" for index, row in enumerate(valid.itertuples())]
+    (folder / "valid.csv").write_text("\n".join(["user,item,item,label", *rows]) + "\n")
+    with pytest.raises(DataError, match="valid.csv line 1: the header names column 'item' more than once"):
+        FieldAwareDataModule(str(folder), categorical=["user", "item"]).schema
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_08_a_one_file_vocabulary_comes_from_the_training_rows(suffix, tmp_path):
+    rows, seed = 200, 5
+    train, validation, _ = split_rows(rows, np.random.default_rng(seed))  # the rows the module will pick
+    items = [f"common{row % 7}" for row in range(rows)]
+    for row in validation[:9]:
+        items[row] = f"only_in_validation{row}"
+    frame = pd.DataFrame({"user": [f"u{row % 5}" for row in range(rows)], "item": items, "label": 1.0})
+    path = tmp_path / f"all{suffix}"
+    frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path, index=False)
+    module = FieldAwareDataModule(str(path), categorical=["user", "item"], split_seed=seed)
+    item = module.schema.fields[1]
+    assert item.vocabulary_size == 7 + 1  # the training rows' items and the out-of-vocabulary id
+    assert (module.prepared.splits["validation"].feature_ids[:, 1] == item.oov_id).sum() == 9
+    assert "validation values unseen in training, mapped to out-of-vocabulary ids: 9 (item 9)" in module.report
+
+
+# ====================================== Resource blow-ups ===============================================
+
+
+def test_11_huge_libfm_ids_do_not_size_the_embedding_table(tmp_path):
+    big = 10**12
+    folder = write_libfm(tmp_path / "toy", f"1 0:1 {big}:1\n-1 {big + 7}:1 3:1\n1 0:1 3:1\n",
+                         validation=f"1 {10**8}:1 3:1\n")
+    module = FieldAwareDataModule(str(folder))
+    assert module.schema.num_features == 4 + 2  # the ids seen in training, and one out-of-vocabulary id per field
+    assert module.prepared.splits["train"].feature_ids.tolist() == [[0, 2], [3, 1], [0, 1]]  # ids 0, 3, 10**12, +7
+    assert module.prepared.splits["validation"].feature_ids.tolist() == [[4, 1]]  # unseen: field_0's OOV id
+    assert FM(module.schema, embedding_dim=8).num_parameters() == 6 * 8 + 6 + 1
+
+
+# =================================== One line, never a traceback ========================================
+
+
+@pytest.mark.parametrize("line", [1, 3])
+def test_12_a_libfm_file_that_is_not_utf8(line, tmp_path):
+    lines = ["1 0:1 2:1", "-1 1:1 3:1", "1 0:1 3:1"]
+    lines[line - 1] = lines[line - 1].replace("3:1", "3:\xff1").replace("2:1", "2:\xff1")
+    folder = write_libfm(tmp_path / "toy", "")
+    (folder / "toy.train.libfm").write_bytes("\n".join(lines).encode("latin-1") + b"\n")
+    with pytest.raises(DataError, match=rf"toy.train.libfm line {line}: not UTF-8 text \(byte 0xff at column 9\); "
+                                        "save the file as UTF-8"):
+        FieldAwareDataModule(str(folder)).schema
+
+
+@pytest.mark.parametrize("recipe, options, message", [
+    ("ifm_synthetic", ["--trainer.callbacks.pairs", "0"], "InteractionSampler: a count of pairs must be at least 1, got 0"),
+    ("fm_synthetic", [], "InteractionSampler draws pairs by their field-aspect norms, but FM has no field aspect"),
+])
+def test_12_interaction_sampler_errors(recipe, options, message, tmp_path, capsys):
+    line = error_line(capsys, tmp_path, "fit", *synthetic_args(recipe), "--trainer.max_epochs", "1",
+                      "--trainer.callbacks+=lit_ifm.callbacks.InteractionSampler", *options)
+    assert line.startswith(f"lit-ifm: error: {message}")
+
+
+def test_12_binary_task_with_a_signed_labels_recipe_works(small_frappe_dir, tmp_path):
+    cli = run_main(tmp_path, "fit", "--config", str(RECIPES / "ifm_frappe.yaml"), "--data.source", str(small_frappe_dir),
+                   "--data.task", "binary", "--model.embedding_dim", "8", "--model.attention_dim", "4",
+                   "--trainer.fast_dev_run", "1")
+    assert cli.trainer.state.finished and cli.datamodule.hparams.signed_labels
+    assert set(cli.datamodule.prepared.splits["train"].labels.tolist()) == {0.0, 1.0}
+    assert "test/auroc" in cli.trainer.callback_metrics
+
+
+def test_12_a_csv_parse_error_names_the_file_and_line(tmp_path):
+    folder = write_ratings(tmp_path / "data")
+    lines = (folder / "test.csv").read_text().splitlines()
+    lines[4] += ",surplus"
+    (folder / "test.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"^test.csv line 5: 4 fields, expected 3 \(as in the header\)$"):
+        FieldAwareDataModule(str(folder), categorical=["user", "item"]).schema
+
+
+@pytest.mark.parametrize("layout", ["csv", "libfm"])
+def test_12_one_file_sources_name_lines_of_the_file(layout, tmp_path):
+    rows = 60
+    bad = int(split_rows(rows, np.random.default_rng(2019))[1][-1])  # validation's last: its 12th row, not line 12
+    if layout == "csv":
+        prices = [str(row) for row in range(rows)]
+        prices[bad] = "abc"
+        pd.DataFrame({"user": [f"u{row % 4}" for row in range(rows)], "price": prices,
+                      "label": 1.0}).to_csv(tmp_path / "all.csv", index=False)
+        options, message = {"categorical": ["user"], "numeric": ["price"]}, rf"all.csv line {bad + 2}, column 'price'"
+    else:
+        labels = ["1"] * rows
+        labels[bad] = "7"
+        (tmp_path / "all.libfm").write_text("".join(f"{label} {row % 4}:1 {4 + row % 3}:1\n"
+                                                    for row, label in enumerate(labels)))
+        options, message = {"task": "binary"}, rf"all.libfm line {bad + 1}: label 7 is not 0/1"
+    with pytest.raises(DataError, match=message):
+        FieldAwareDataModule(str(tmp_path / f"all.{layout}"), **options).schema
