@@ -9,6 +9,7 @@ import yaml
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from lit_ifm.callbacks.field_importance import run_file_name
+from lit_ifm.checkpoints import check_model_class, import_class, read_checkpoint
 from lit_ifm.data import FieldAwareDataModule
 from lit_ifm.errors import UserError
 from lit_ifm.models import FieldAwareModel
@@ -48,6 +49,24 @@ class LitIFMCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.schema", "model.init_args.schema", apply_on="instantiate")
         parser.link_arguments("data.task", "model.init_args.task")
+
+    def _parse_ckpt_path(self) -> None:
+        """Checks ``--ckpt_path`` before any data is read or W&B starts: a readable lit_ifm checkpoint of the
+        configured model class. Then, as LightningCLI does, the model's settings come from the checkpoint.
+        (The data is compared when the trainer loads it.)"""
+        subcommand = self.config.get("subcommand")
+        path = subcommand and self.config[subcommand].get("ckpt_path")
+        if not path:
+            return
+        checkpoint = read_checkpoint(path)
+        class_path = self.config[subcommand].model.class_path
+        check_model_class(checkpoint, path, import_class(class_path))
+        # The task is linked from the data (and compared with the checkpoint's when the weights load).
+        settings = {name: value for name, value in checkpoint.get("hyper_parameters", {}).items()
+                    if name not in ("_instantiator", "_class_path", "task")}
+        if settings:
+            model = {"class_path": class_path, "init_args": settings}
+            self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
 
     def after_fit(self) -> None:
         """Report test metrics of the best validation checkpoint, as the paper's protocol does."""

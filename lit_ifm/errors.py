@@ -12,5 +12,9 @@ class DataError(UserError):
     """Bad input data: the message names the file, line or column and what was expected."""
 
 
+class CheckpointError(UserError):
+    """A checkpoint that is missing, unreadable, or does not fit the model or the data it is used with."""
+
+
 class ConfigError(UserError):
     """Settings that contradict each other, or ask for more than the machine has."""

@@ -7,17 +7,21 @@ a wrong answer with exit code 0, lost a run, or buried its message in a tracebac
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import REPO
+from helpers import run_cli
 
-from lit_ifm import FM, DataError, FieldAwareDataModule
+from lit_ifm import FM, IFM, DataError, Field, FieldAwareDataModule, FieldSchema, SyntheticConfig
 from lit_ifm.__main__ import main
 from lit_ifm.data.datamodule import split_rows
-from lit_ifm.errors import ConfigError
+from lit_ifm.errors import CheckpointError, ConfigError
 
 RECIPES = REPO / "recipes"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -44,6 +48,10 @@ def error_line(capsys, root: Path, *args: str) -> str:
     return lines[0]
 
 
+def checkpoints(root: Path, name: str = "last.ckpt") -> list[Path]:
+    return sorted(root.glob(f"**/checkpoints/{name}"))
+
+
 # --- small data ----------------------------------------------------------------------------------------
 
 
@@ -62,6 +70,11 @@ def write_ratings(folder: Path, users: str = "u", extra_user: bool = False) -> P
     return folder
 
 
+def ratings_args(folder: Path, fields: str = "[user,item]") -> list[str]:
+    return ["--config", str(RECIPES / "fm_synthetic.yaml"), "--model.embedding_dim", "4", "--data.source", str(folder),
+            "--data.categorical", fields, "--data.batch_size", "16"]
+
+
 def synthetic_args(recipe: str = "ifm_synthetic", rows: int = 600) -> list[str]:
     return ["--config", str(RECIPES / f"{recipe}.yaml"), "--data.synthetic.rows", str(rows), "--model.embedding_dim",
             "4"]
@@ -74,7 +87,57 @@ def write_libfm(folder: Path, train: str, validation: str = "1 1:1 3:1\n", test:
     return folder
 
 
+@pytest.fixture(scope="module")
+def ratings_run(tmp_path_factory) -> tuple[Path, Path]:
+    """An FM trained one epoch on the ratings folder with fields [user, item]: (folder, last.ckpt)."""
+    root = tmp_path_factory.mktemp("ratings")
+    folder = write_ratings(root / "data")
+    run_main(root, "fit", *ratings_args(folder), "--trainer.max_epochs", "1")
+    return folder, checkpoints(root)[0]
+
+
+@pytest.fixture(scope="module")
+def ifm_run(tmp_path_factory) -> Path:
+    """last.ckpt of an IFM trained one epoch on 600 synthetic rows."""
+    root = tmp_path_factory.mktemp("ifm")
+    run_main(root, "fit", *synthetic_args(), "--trainer.max_epochs", "1")
+    return checkpoints(root)[0]
+
+
 # ====================================== Silent wrong results ============================================
+
+
+@pytest.mark.parametrize("command", ["test", "predict", "validate", "fit"])
+def test_01_a_checkpoint_meets_reordered_fields(command, ratings_run, tmp_path, capsys):
+    folder, checkpoint = ratings_run  # user and item have 10 values each: the shapes match, the meaning does not
+    line = error_line(capsys, tmp_path, command, *ratings_args(folder, "[item,user]"), "--ckpt_path", str(checkpoint),
+                      "--trainer.max_epochs", "2")
+    assert line == (f"lit-ifm: error: --ckpt_path: {checkpoint} was trained on other data: its fields are "
+                    "['user', 'item'], the data's are ['item', 'user']; use the data and field spec it was trained with")
+
+
+@pytest.mark.parametrize("change, difference", [
+    ("renamed", "field 'user' maps its 10 values to other ids than the checkpoint's vocabulary"),
+    ("appended", "field 'user' has 10 values in the checkpoint's vocabulary, 11 in the data's"),
+])
+def test_01_a_checkpoint_meets_a_changed_vocabulary(change, difference, ratings_run, tmp_path, capsys):
+    _, checkpoint = ratings_run
+    folder = write_ratings(tmp_path / "data", users="v" if change == "renamed" else "u", extra_user=change == "appended")
+    line = error_line(capsys, tmp_path, "test", *ratings_args(folder), "--ckpt_path", str(checkpoint))
+    assert f"was trained on other data: {difference};" in line
+
+
+def test_01_init_from_a_checkpoint_of_other_data(ratings_run):
+    folder, checkpoint = ratings_run
+    schema = FieldAwareDataModule(str(folder), categorical=["item", "user"]).schema
+    with pytest.raises(CheckpointError, match=r"init_from: .*last.ckpt was trained on other data: its fields are"):
+        IFM(schema, embedding_dim=4, init_from=str(checkpoint))
+
+
+def test_02_the_recipe_model_class_must_be_the_checkpoints(ifm_run, tmp_path, capsys):
+    line = error_line(capsys, tmp_path, "test", *synthetic_args("fm_synthetic"), "--ckpt_path", str(ifm_run))
+    assert line == (f"lit-ifm: error: {ifm_run} holds a model of class IFM, but the configuration asks for FM: use "
+                    "the recipe it was trained with (or --model lit_ifm.IFM)")
 
 
 @pytest.mark.parametrize("task", ["regression", "binary"])
@@ -172,7 +235,60 @@ def test_11_huge_libfm_ids_do_not_size_the_embedding_table(tmp_path):
     assert FM(module.schema, embedding_dim=8).num_parameters() == 6 * 8 + 6 + 1
 
 
+def test_11_parameter_memory_is_checked_before_allocating():
+    schema = FieldSchema([Field("id", "categorical", 10**12, 1, 10**12 - 1)], 10**12)
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=r"FM needs 61.8 TiB for its embedding tables \(1,000,000,000,001 feature "
+                                          r"ids x 17 values\), more than the .* of memory available"):
+        FM(schema, embedding_dim=16)
+    assert time.monotonic() - start < 5
+
+
 # =================================== One line, never a traceback ========================================
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("empty", "the file is empty"),
+    ("random bytes", "the file is truncated or not a torch checkpoint"),
+    ("truncated", "the file is truncated or not a torch checkpoint"),
+])
+def test_12_an_unreadable_checkpoint(damage, reason, ifm_run, tmp_path, capsys):
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes({"empty": b"", "random bytes": np.random.default_rng(0).bytes(4096),
+                         "truncated": ifm_run.read_bytes()[:2000]}[damage])
+    line = error_line(capsys, tmp_path, "test", *synthetic_args(), "--ckpt_path", str(damaged))
+    assert line == f"lit-ifm: error: --ckpt_path: {damaged} is not a lit_ifm checkpoint ({reason})"  # no torch advice
+
+
+def test_12_a_missing_ckpt_path_stops_before_the_data_and_wandb(tmp_path):
+    result = run_cli("fit", *synthetic_args(), "--ckpt_path", str(tmp_path / "nowhere.ckpt"), cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (f"lit-ifm: error: --ckpt_path: no checkpoint at "
+                                                      f"{tmp_path / 'nowhere.ckpt'}")
+    output = result.stdout + result.stderr
+    assert "lit_ifm data from" not in output and "W&B" not in output and not (tmp_path / "runs").exists()
+
+
+def test_12_checkpoint_and_data_of_other_sizes(ifm_run, tmp_path, capsys):
+    line = error_line(capsys, tmp_path, "test", *synthetic_args(), "--data.synthetic.vocabulary_size", "30",
+                      "--ckpt_path", str(ifm_run))
+    assert "was trained on other data: field 'f0' has 20 values in the checkpoint's vocabulary, 30 in the data's" in line
+    data = FieldAwareDataModule(synthetic=SyntheticConfig(rows=600))
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    with pytest.raises(CheckpointError, match=r"feature_embedding.weight has shape \(211, 4\) in .*, this model "
+                                              r"expects \(211, 8\) \(other model settings, e.g. embedding_dim\?\)"):
+        trainer.test(IFM(data.schema, embedding_dim=8), datamodule=data, ckpt_path=str(ifm_run), verbose=False)
+
+
+@pytest.mark.parametrize("problem", ["missing", "random bytes"])
+def test_12_init_from_errors(problem, tmp_path, capsys):
+    path = tmp_path / "fm.ckpt"
+    if problem == "random bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(100))
+    line = error_line(capsys, tmp_path, "fit", *synthetic_args(), "--model.init_from", str(path))
+    assert line == "lit-ifm: error: init_from: " + (f"no checkpoint at {path}" if problem == "missing" else
+                                                    f"{path} is not a lit_ifm checkpoint (the file is truncated or "
+                                                    "not a torch checkpoint)")
 
 
 @pytest.mark.parametrize("line", [1, 3])
