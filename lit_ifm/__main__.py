@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from lit_ifm.callbacks.divergence import DivergenceGuard
 from lit_ifm.callbacks.field_importance import run_file_name
 from lit_ifm.checkpoints import check_model_class, import_class, read_checkpoint
 from lit_ifm.data import FieldAwareDataModule
@@ -103,6 +104,7 @@ def _cli(args: list[str] | None) -> LitIFMCLI:
         parser_kwargs={command: {"default_config_files": default_config_files()} for command in _COMMANDS},
         save_config_callback=LoggedConfig,
         save_config_kwargs={"overwrite": True, "save_to_log_dir": True},
+        trainer_defaults={"callbacks": [DivergenceGuard()]},  # added to any recipe's callback list
         args=args,
     )
 

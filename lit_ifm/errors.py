@@ -18,3 +18,7 @@ class CheckpointError(UserError):
 
 class ConfigError(UserError):
     """Settings that contradict each other, or ask for more than the machine has."""
+
+
+class TrainingDiverged(UserError):
+    """The training loss or a validation metric became NaN or infinite."""

@@ -17,11 +17,13 @@ import pytest
 import torch
 from conftest import REPO
 from helpers import run_cli
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_ifm import FM, IFM, DataError, Field, FieldAwareDataModule, FieldSchema, SyntheticConfig
 from lit_ifm.__main__ import main
+from lit_ifm.callbacks import DivergenceGuard
 from lit_ifm.data.datamodule import split_rows
-from lit_ifm.errors import CheckpointError, ConfigError
+from lit_ifm.errors import CheckpointError, ConfigError, TrainingDiverged
 
 RECIPES = REPO / "recipes"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -138,6 +140,51 @@ def test_02_the_recipe_model_class_must_be_the_checkpoints(ifm_run, tmp_path, ca
     line = error_line(capsys, tmp_path, "test", *synthetic_args("fm_synthetic"), "--ckpt_path", str(ifm_run))
     assert line == (f"lit-ifm: error: {ifm_run} holds a model of class IFM, but the configuration asks for FM: use "
                     "the recipe it was trained with (or --model lit_ifm.IFM)")
+
+
+def test_03_nan_training_stops_with_a_message_and_writes_no_checkpoint(tmp_path, capsys):
+    line = error_line(capsys, tmp_path, "fit", *synthetic_args(rows=3000), "--trainer.precision", "bf16-mixed",
+                      "--model.optimizer", "sgd", "--model.lr", "1000", "--trainer.max_epochs", "2")
+    assert line.startswith("lit-ifm: error: the training loss became nan at step ")
+    assert line.endswith("(epoch 0); training stopped and the checkpoints written before it are kept; lower the "
+                         "learning rate (--model.lr), or train in 32-bit precision")
+    assert not list(tmp_path.glob("**/*.ckpt"))
+
+
+class Poison(L.Callback):
+    """Makes the weights NaN in epoch 1: before its first step (the loss shows it) or after its last (only the
+    validation metrics show it)."""
+
+    def __init__(self, when: str):
+        self.when = when
+
+    def _poison(self, module) -> None:
+        with torch.no_grad():
+            module.bias.fill_(float("nan"))
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self.when == "loss" and trainer.current_epoch == 1:
+            self._poison(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.when == "validation" and trainer.current_epoch == 1 and batch_idx == trainer.num_training_batches - 1:
+            self._poison(pl_module)
+
+
+@pytest.mark.parametrize("when, message", [
+    ("loss", r"the training loss became nan at step 12 \(epoch 1\)"),
+    ("validation", r"validation metric val/loss became nan in epoch 1"),
+])
+def test_03_a_diverged_epoch_never_replaces_the_last_good_checkpoint(when, message, tmp_path):
+    data = FieldAwareDataModule(synthetic=SyntheticConfig(rows=1000), batch_size=64)  # 11 steps an epoch
+    best = ModelCheckpoint(dirpath=tmp_path, monitor="val/rmse", filename="best-{epoch}", save_last=True)
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
+                        callbacks=[DivergenceGuard(), Poison(when), best])
+    with pytest.raises(TrainingDiverged, match=message):
+        trainer.fit(FM(data.schema, embedding_dim=4), datamodule=data)
+    assert sorted(path.name for path in tmp_path.glob("*.ckpt")) == ["best-epoch=0.ckpt", "last.ckpt"]
+    last = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 0 and all(tensor.isfinite().all() for tensor in last["state_dict"].values())
 
 
 @pytest.mark.parametrize("task", ["regression", "binary"])
