@@ -6,8 +6,15 @@ a wrong answer with exit code 0, lost a run, or buried its message in a tracebac
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import lightning as L
@@ -24,6 +31,7 @@ from lit_ifm.__main__ import main
 from lit_ifm.callbacks import DivergenceGuard
 from lit_ifm.data.datamodule import split_rows
 from lit_ifm.errors import CheckpointError, ConfigError, TrainingDiverged
+from lit_ifm.loggers import resolve_wandb_mode
 
 RECIPES = REPO / "recipes"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -268,6 +276,66 @@ def test_08_a_one_file_vocabulary_comes_from_the_training_rows(suffix, tmp_path)
     assert "validation values unseen in training, mapped to out-of-vocabulary ids: 9 (item 9)" in module.report
 
 
+# ====================================== Lost or forked runs =============================================
+
+
+def test_09_two_fits_in_one_folder_without_a_logger_keep_their_own_files(tmp_path):
+    for epochs in ("1", "2"):
+        run_main(tmp_path, "fit", *synthetic_args("fm_synthetic"), "--trainer.max_epochs", epochs)
+    runs = sorted(path.parent.parent for path in checkpoints(tmp_path))
+    assert [run.name for run in runs] == ["run-0", "run-1"]
+    assert [torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] for run in runs] == [0, 1]
+    assert all("max_epochs: " + epochs in (run / "config.yaml").read_text() for run, epochs in zip(runs, "12"))
+
+
+def training_process(root: Path, *args: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "lit_ifm", "fit", *synthetic_args(rows=4000), "--data.batch_size", "64",
+               "--model.interaction_dropout", "0", "--trainer.max_epochs", "4", "--trainer.default_root_dir", str(root),
+               "--trainer.logger.init_args.save_dir", str(root), *QUIET, *args]
+    with (root / "stderr.txt").open("w") as stderr:  # a pipe nobody reads would fill up and stop the run
+        return subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def kill_after_epoch(process: subprocess.Popen, root: Path, epoch: int) -> Path:
+    """SIGKILLs ``process`` once its last.ckpt holds ``epoch``; returns that checkpoint."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before it was killed: " + (root / "stderr.txt").read_text()[-2000:]
+        for path in root.glob("lit_ifm/*/checkpoints/last.ckpt"):
+            if torch.load(path, weights_only=True)["epoch"] >= epoch:  # written whole, then renamed: never partial
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                return path
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint of epoch 1 within 4 minutes")
+
+
+def test_10_resume_after_sigkill_continues_the_same_run_bit_for_bit(tmp_path):
+    straight_root, killed_root = tmp_path / "straight", tmp_path / "killed"
+    straight_root.mkdir(), killed_root.mkdir()
+    straight, killed = training_process(straight_root), training_process(killed_root)  # W&B offline (conftest)
+    last = kill_after_epoch(killed, killed_root, 1)
+    assert straight.wait(timeout=300) == 0, (straight_root / "stderr.txt").read_text()[-3000:]
+    resumed = run_cli("fit", *synthetic_args(rows=4000), "--data.batch_size", "64", "--model.interaction_dropout", "0",
+                      "--trainer.max_epochs", "4", "--trainer.default_root_dir", str(killed_root),
+                      "--trainer.logger.init_args.save_dir", str(killed_root), *QUIET, "--ckpt_path", str(last),
+                      cwd=killed_root)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    run_folders = list((killed_root / "lit_ifm").iterdir())
+    assert run_folders == [last.parent.parent]  # the same run folder, so the same W&B run id
+    run_id = run_folders[0].name
+    assert len(list(killed_root.glob(f"wandb/offline-run-*-{run_id}"))) == 2  # both parts of one W&B run
+    straight_folder = next((straight_root / "lit_ifm").iterdir())
+    names = sorted(path.name for path in (straight_folder / "checkpoints").iterdir())
+    assert sorted(path.name for path in last.parent.iterdir()) == names  # one best: its score was restored
+    for name in names:
+        expected = torch.load(straight_folder / "checkpoints" / name, weights_only=True)["state_dict"]
+        actual = torch.load(last.parent / name, weights_only=True)["state_dict"]
+        for key in expected:
+            torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0, msg=f"{name}: {key}")
+
+
 # ====================================== Resource blow-ups ===============================================
 
 
@@ -395,3 +463,67 @@ def test_12_one_file_sources_name_lines_of_the_file(layout, tmp_path):
         options, message = {"task": "binary"}, rf"all.libfm line {bad + 1}: label 7 is not 0/1"
     with pytest.raises(DataError, match=message):
         FieldAwareDataModule(str(tmp_path / f"all.{layout}"), **options).schema
+
+
+# ============================================== W&B =====================================================
+
+
+@contextmanager
+def stand_in_wandb(refuse: str):
+    """A W&B server on 127.0.0.1 that refuses the API key (``key``: every request gets 401) or accepts the key and
+    refuses the run (``run``: only the viewer query gets an answer, run creation gets 403)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if refuse == "run" and b"Viewer" in body:
+                code, answer = 200, {"data": {"viewer": {"id": "u1", "entity": "me", "username": "me", "flags": "{}",
+                                                         "teams": {"edges": []}}}}
+            else:
+                code, answer = (401 if refuse == "key" else 403), {"errors": [{"message": "permission denied"}]}
+            payload = json.dumps(answer).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_PUT = do_POST
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def wandb_environment(monkeypatch, home: Path, url: str) -> None:
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(home))  # no ~/.netrc from `wandb login`
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", url)
+    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
+
+
+def test_13_a_wandb_server_that_refuses_the_key_means_offline(monkeypatch, tmp_path):
+    with stand_in_wandb("key") as url:
+        wandb_environment(monkeypatch, tmp_path, url)
+        assert resolve_wandb_mode(timeout=2) == ("offline", f"{url} refused the API key (HTTP 401)")
+
+
+def test_13_a_wandb_server_that_refuses_the_run_means_offline(monkeypatch, tmp_path):
+    with stand_in_wandb("run") as url:
+        wandb_environment(monkeypatch, tmp_path, url)
+        result = run_cli("fit", *synthetic_args("fm_synthetic"), "--trainer.max_epochs", "1", *QUIET,
+                         "--trainer.logger.init_args.save_dir", str(tmp_path), cwd=tmp_path, env=dict(os.environ),
+                         timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "W&B logging online (an API key is set and the server accepts it)" in output
+    assert "W&B logging offline (the server refused the run: " in output
+    assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb")) and "test/rmse" in result.stdout

@@ -215,6 +215,8 @@ class FieldAwareModel(L.LightningModule):
         # at hand: refuse one of another class, task, data or size before its weights go in.
         trainer = self._trainer
         check_fits(checkpoint, (trainer.ckpt_path if trainer is not None else None) or "the checkpoint", self)
+        if trainer is not None and trainer.state.fn != "fit":  # evaluating does not continue the run's callbacks
+            checkpoint.pop("callbacks", None)  # (a ModelCheckpoint would warn that its folder changed)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs):
