@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import yaml
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from lit_ifm.callbacks.divergence import DivergenceGuard
 from lit_ifm.callbacks.field_importance import run_file_name
-from lit_ifm.data import DataError, FieldAwareDataModule
+from lit_ifm.checkpoints import check_model_class, import_class, read_checkpoint
+from lit_ifm.data import FieldAwareDataModule
+from lit_ifm.errors import UserError
 from lit_ifm.models import FieldAwareModel
 
 _PACKAGE = Path(__file__).resolve().parent
 _COMMANDS = ("fit", "validate", "test", "predict")
+RUN_KEY = "lit_ifm_run"  # in a checkpoint: what a resumed fit needs to continue that run
+_RUN_FOLDER_VARIABLE = "LIT_IFM_RUN_FOLDER"  # the folder rank 0 chose, for the DDP ranks Lightning starts
 
 
 def default_config_files() -> list[str]:
@@ -40,13 +47,77 @@ class LoggedConfig(SaveConfigCallback):
         config["num_parameters"] = pl_module.num_parameters()
         trainer.logger.log_hyperparams(config)
 
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        # A fit resumed from this checkpoint continues this run: the same folder and the same logger run id.
+        saving = trainer.checkpoint_callback
+        folder = Path(saving.dirpath).parent if saving is not None and saving.dirpath else trainer.default_root_dir
+        version = trainer.logger.version if trainer.logger else None
+        checkpoint[RUN_KEY] = {"folder": str(folder), "logger_version": version}
+
+
+def new_run_folder(root: str | Path) -> str:
+    """A new folder ``<root>/run-<n>`` for a run without a logger, made at once so that no other run takes it."""
+    inherited = os.environ.get(_RUN_FOLDER_VARIABLE)
+    if inherited and int(os.environ.get("LOCAL_RANK", "0")) > 0:  # a DDP rank Lightning started: rank 0 chose
+        return inherited
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name[4:]) for p in root.glob("run-*") if p.name[4:].isdigit()]
+    number = max(taken, default=-1) + 1
+    while True:
+        folder = root / f"run-{number}"
+        try:
+            folder.mkdir()
+        except FileExistsError:  # another run started at the same moment
+            number += 1
+            continue
+        os.environ[_RUN_FOLDER_VARIABLE] = str(folder)
+        return str(folder)
+
 
 class LitIFMCLI(LightningCLI):
     """LightningCLI with the data's schema and task linked into the model, so no recipe types a size."""
 
+    _continues_run = False
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.schema", "model.init_args.schema", apply_on="instantiate")
         parser.link_arguments("data.task", "model.init_args.task")
+
+    def _parse_ckpt_path(self) -> None:
+        """Checks ``--ckpt_path`` before any data is read or W&B starts: a readable lit_ifm checkpoint of the
+        configured model class. Then, as LightningCLI does, the model's settings come from the checkpoint, and a
+        resumed fit continues the checkpoint's run. (The data is compared when the trainer loads it.)"""
+        subcommand = self.config.get("subcommand")
+        path = subcommand and self.config[subcommand].get("ckpt_path")
+        if not path:
+            return
+        checkpoint = read_checkpoint(path)
+        class_path = self.config[subcommand].model.class_path
+        check_model_class(checkpoint, path, import_class(class_path))
+        # The task is linked from the data (and compared with the checkpoint's when the weights load).
+        settings = {name: value for name, value in checkpoint.get("hyper_parameters", {}).items()
+                    if name not in ("_instantiator", "_class_path", "task")}
+        if settings:
+            model = {"class_path": class_path, "init_args": settings}
+            self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
+        if subcommand == "fit" and RUN_KEY in checkpoint:
+            self._continue_run(self.config.fit.trainer, checkpoint[RUN_KEY])
+
+    def _continue_run(self, trainer: Namespace, run: dict) -> None:
+        loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+        loggers = [logger for logger in loggers if isinstance(logger, Namespace)]
+        for logger in loggers:  # the same run id: W&B resumes that run, CSV and TensorBoard write to its folder
+            if "version" in logger.get("init_args", {}) and logger.init_args.version is None:
+                logger.init_args.version = run["logger_version"]
+        if not loggers:
+            trainer.default_root_dir = run["folder"]
+            self._continues_run = True
+
+    def before_instantiate_classes(self) -> None:
+        trainer = self.config[self.subcommand].trainer
+        if not trainer.logger and not self._continues_run:  # a logger gives each run its folder; give one here
+            trainer.default_root_dir = new_run_folder(trainer.default_root_dir or os.getcwd())
 
     def after_fit(self) -> None:
         """Report test metrics of the best validation checkpoint, as the paper's protocol does."""
@@ -58,9 +129,20 @@ class LitIFMCLI(LightningCLI):
 def main(args: list[str] | None = None) -> LitIFMCLI:
     try:
         return _cli(args)
-    except DataError as error:  # bad input: the message says where and what; a traceback would only bury it
-        sys.stderr.write(f"lit-ifm: error: {error}\n")
+    except Exception as error:
+        cause = _user_error(error)
+        if cause is None:
+            raise
+        # bad input or settings: the message says where and what; a traceback would only bury it
+        sys.stderr.write(f"lit-ifm: error: {cause}\n")
         raise SystemExit(2) from None
+
+
+def _user_error(error: BaseException | None) -> UserError | None:
+    """The :class:`UserError` behind ``error``: jsonargparse wraps what a constructor raised."""
+    while error is not None and not isinstance(error, UserError):
+        error = error.__cause__
+    return error
 
 
 def _cli(args: list[str] | None) -> LitIFMCLI:
@@ -72,6 +154,7 @@ def _cli(args: list[str] | None) -> LitIFMCLI:
         parser_kwargs={command: {"default_config_files": default_config_files()} for command in _COMMANDS},
         save_config_callback=LoggedConfig,
         save_config_kwargs={"overwrite": True, "save_to_log_dir": True},
+        trainer_defaults={"callbacks": [DivergenceGuard()]},  # added to any recipe's callback list
         args=args,
     )
 

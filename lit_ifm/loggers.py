@@ -18,7 +18,7 @@ def resolve_wandb_mode(mode: WandbMode = "auto", timeout: float = 3.0) -> tuple[
     """The W&B mode to run in, and why.
 
     ``auto``: ``$WANDB_MODE`` when set; otherwise online when an API key is known (``$WANDB_API_KEY``
-    or ``wandb login``'s netrc entry) and the server answers within ``timeout`` seconds; otherwise
+    or ``wandb login``'s netrc entry) and the server accepts it within ``timeout`` seconds; otherwise
     offline (``wandb sync`` uploads the run later).
 
     >>> resolve_wandb_mode("disabled")
@@ -29,29 +29,36 @@ def resolve_wandb_mode(mode: WandbMode = "auto", timeout: float = 3.0) -> tuple[
     environment = os.environ.get("WANDB_MODE", "").strip().lower()
     if environment:
         return ("offline" if environment == "dryrun" else environment), "from WANDB_MODE"
-    base_url = os.environ.get("WANDB_BASE_URL", _DEFAULT_BASE_URL)
-    if not (os.environ.get("WANDB_API_KEY") or _netrc_has_key(base_url)):
+    base_url = os.environ.get("WANDB_BASE_URL", _DEFAULT_BASE_URL).rstrip("/")
+    key = os.environ.get("WANDB_API_KEY") or _netrc_key(base_url)
+    if not key:
         return "offline", "no W&B API key (set WANDB_API_KEY or run `wandb login` to log online)"
-    if not _reachable(base_url, timeout):
-        return "offline", f"an API key is set but {base_url} did not answer within {timeout:.0f} s"
-    return "online", "an API key is set and the server answers"
+    refusal = _refusal(base_url, key, timeout)
+    if refusal:
+        return "offline", refusal
+    return "online", "an API key is set and the server accepts it"
 
 
-def _netrc_has_key(base_url: str) -> bool:
+def _netrc_key(base_url: str) -> str | None:
     try:
-        return netrc.netrc().authenticators(urlparse(base_url).hostname or "") is not None
+        entry = netrc.netrc().authenticators(urlparse(base_url).hostname or "")
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
+        return None
+    return entry[2] if entry else None
 
 
-def _reachable(base_url: str, timeout: float) -> bool:
+def _refusal(base_url: str, key: str, timeout: float) -> str | None:
+    """Why the server will not take a run, asked in one short request (W&B's client would retry for minutes)."""
     import httpx
 
     try:
-        httpx.head(base_url, timeout=timeout)
-        return True
+        answer = httpx.post(f"{base_url}/graphql", json={"query": "query Viewer { viewer { id } }"},
+                            auth=("api", key), timeout=timeout)
     except httpx.HTTPError:
-        return False
+        return f"an API key is set but {base_url} did not answer within {timeout:.0f} s"
+    if answer.status_code != 200:
+        return f"{base_url} refused the API key (HTTP {answer.status_code})"
+    return None
 
 
 class WandbLogger(_LightningWandbLogger):
@@ -67,6 +74,10 @@ class WandbLogger(_LightningWandbLogger):
         group: group runs, e.g. the sweep or the experiment.
         tags: tags of the run.
         log_model: upload checkpoints as W&B artifacts (online only).
+        version: the id of a run to continue (a fit resumed from a checkpoint continues the checkpoint's run).
+
+    When the server answers but refuses the run (a wrong entity or project, no permission), the run is
+    logged offline instead, and the first lines say why.
     """
 
     def __init__(
@@ -79,10 +90,26 @@ class WandbLogger(_LightningWandbLogger):
         group: str | None = None,
         tags: list[str] | None = None,
         log_model: bool = False,
+        version: str | None = None,
     ):
         resolved, reason = resolve_wandb_mode(mode)
         rank_zero_info(f"W&B logging {resolved} ({reason})")
         os.makedirs(save_dir, exist_ok=True)
         super().__init__(name=name, save_dir=save_dir, project=project, log_model=log_model and resolved == "online",
-                         mode=resolved, entity=entity, group=group, tags=tags)
+                         mode=resolved, entity=entity, group=group, tags=tags, version=version)
         self.mode = resolved
+
+    @property
+    def experiment(self):
+        if self._experiment is None and self.mode == "online":
+            import wandb
+
+            try:
+                return super().experiment
+            except wandb.errors.Error as error:
+                wandb.teardown()  # else the refused run keeps its id in use, and the offline one cannot take it
+                self._wandb_init["mode"] = self.mode = "offline"
+                self._log_model = False
+                reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+                rank_zero_info(f"W&B logging offline (the server refused the run: {reason})")
+        return super().experiment

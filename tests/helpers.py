@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import torch
 
 import lit_ifm.models
@@ -34,3 +37,9 @@ def random_batch(schema: FieldSchema, rows: int = 6, empty: float = 0.3) -> Fiel
     values[empty_slots] = 0.0
     ids[empty_slots] = schema.padding_id
     return FieldBatch(ids, values, torch.randn(rows), torch.arange(rows))
+
+
+def run_cli(*args: str, cwd, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m lit_ifm <args>`` in a fresh process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "lit_ifm", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
 import yaml
 from conftest import REPO
-
-
-def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lit_ifm", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+from helpers import run_cli
 
 
 def test_fit_one_epoch_on_synthetic_data_then_test(tmp_path):

@@ -34,8 +34,12 @@ def test_frappe_libfm_folder(frappe_dir):
     batch = first_batch(module)
     assert batch.feature_ids.dtype == torch.long and batch.feature_values.dtype == torch.float32
     assert batch.labels[0].item() == float(first_line[0])
-    # global ids are kept as they are (this row's ids are all seen in training)
-    assert batch.feature_ids[0].tolist() == [int(token.split(":")[0]) for token in first_line[1:]]
+    # training ids map densely, in id order: one embedding row per id seen in training (this row's all are)
+    train_ids = np.unique([int(token.split(":")[0]) for line in (frappe_dir / "frappe.train.libfm").read_text().splitlines()
+                           for token in line.split()[1:]])
+    raw = [int(token.split(":")[0]) for token in first_line[1:]]
+    assert batch.feature_ids[0].tolist() == np.searchsorted(train_ids, raw).tolist()
+    assert schema.num_features == len(train_ids) + len(FRAPPE_FIELDS)  # + one out-of-vocabulary id per field
     assert set(module.prepared.splits["train"].labels.tolist()) == {-1.0, 1.0}
     # ids unseen in training map to their field's out-of-vocabulary id, and are reported
     oov = [field.oov_id for field in schema.fields]

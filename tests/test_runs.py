@@ -14,6 +14,7 @@ from helpers import MODELS
 
 from lit_ifm import FM, FieldAwareDataModule, SyntheticConfig
 from lit_ifm.callbacks import PredictionWriter, TrainingThroughput
+from lit_ifm.errors import CheckpointError
 from lit_ifm.loggers import resolve_wandb_mode
 
 
@@ -199,7 +200,7 @@ def test_fm_pretraining_initialises_embeddings_and_names_mismatched_shapes(tmp_p
         IFM(data.schema, embedding_dim=16, init_from=str(tmp_path / "fm.ckpt"))
     with pytest.raises(ValueError, match=r"has shape \(211, 8\), this model expects \(211, 80\)"):
         FFM(data.schema, embedding_dim=8, init_from=str(tmp_path / "fm.ckpt"))
-    with pytest.raises(FileNotFoundError, match="init_from: no checkpoint at"):
+    with pytest.raises(CheckpointError, match="init_from: no checkpoint at"):
         IFM(data.schema, init_from=str(tmp_path / "missing.ckpt"))
 
 

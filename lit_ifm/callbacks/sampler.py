@@ -8,6 +8,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from lit_ifm.errors import ConfigError
+
 
 def draw_without_replacement(weights: Tensor, count: int, generator: torch.Generator) -> Tensor:
     """``count`` distinct indices, drawn one after another with probability proportional to ``weights``
@@ -65,11 +67,11 @@ class InteractionSampler(L.Callback):
     def __init__(self, pairs: int | float = 0.1, exponent: float = 1.0, floor: float = 0.0, warmup_steps: int = 0,
                  evaluation: Literal["all", "top"] = "all", correction: bool = True, seed: int = 0):
         if isinstance(pairs, float) and not 0 < pairs <= 1:
-            raise ValueError(f"InteractionSampler: a fraction of pairs must be in (0, 1], got {pairs}")
+            raise ConfigError(f"InteractionSampler: a fraction of pairs must be in (0, 1], got {pairs}")
         if isinstance(pairs, int) and pairs < 1:
-            raise ValueError(f"InteractionSampler: a count of pairs must be at least 1, got {pairs}")
+            raise ConfigError(f"InteractionSampler: a count of pairs must be at least 1, got {pairs}")
         if not 0 <= floor <= 1:
-            raise ValueError(f"InteractionSampler: floor must be in [0, 1], got {floor}")
+            raise ConfigError(f"InteractionSampler: floor must be in [0, 1], got {floor}")
         self.pairs, self.exponent, self.floor = pairs, exponent, floor
         self.warmup_steps, self.evaluation, self.correction, self.seed = warmup_steps, evaluation, correction, seed
         self.selection_counts: Tensor | None = None
@@ -94,7 +96,7 @@ class InteractionSampler(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if getattr(pl_module, "field_aspect", None) is None or not hasattr(pl_module, "pair_weights"):
-            raise ValueError(f"InteractionSampler draws pairs by their field-aspect norms, but "
+            raise ConfigError(f"InteractionSampler draws pairs by their field-aspect norms, but "
                              f"{type(pl_module).__name__} has no field aspect; use IFM, INN or DeepIFM "
                              "(with a variant that keeps the field aspect)")
         if stage == "fit":

@@ -18,8 +18,9 @@ from lit_ifm.data import encoding, sources
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.negatives import sample_negatives
 from lit_ifm.data.schema import FieldSchema
-from lit_ifm.data.sources import SPLITS, DataError
+from lit_ifm.data.sources import SPLITS, SplitOrigin
 from lit_ifm.data.synthetic import SyntheticConfig
+from lit_ifm.errors import ConfigError, DataError
 
 Task = Literal["regression", "binary"]
 
@@ -85,17 +86,23 @@ class FieldAwareDataModule(L.LightningDataModule):
     - a HuggingFace Hub dataset id laid out like that, e.g. ``reczoo/Frappe_x1``.
 
     A source without its own splits is split 70/20/10 at random with ``split_seed`` (the paper's protocol).
-    Vocabularies come from the training split only; unseen values map to a per-field out-of-vocabulary id.
+    Vocabularies come from the training split only (also when one file is split); unseen values map to a
+    per-field out-of-vocabulary id and are counted in :attr:`report`. libFM feature ids are mapped densely, one
+    embedding row per training id, whatever the ids' values.
     The :attr:`schema` is ready once the module is built, so LightningCLI links it to the model.
 
     Args:
         source: ``synthetic``, a local path, or a Hub dataset id.
-        task: ``regression`` (labels used as numbers) or ``binary`` (label > 0 means 1).
+        task: ``regression`` (labels used as numbers) or ``binary`` (labels 0/1 or -1/+1, or any numbers with
+            ``positive_threshold``).
         categorical: categorical columns; for libFM files, the names of the positional fields.
         numeric: numeric columns (one feature whose value is the number; 0 or missing means absent).
         multi_valued: multi-valued columns and their separators, e.g. ``{"genres": "|"}``.
         label: the label column of a table source.
-        signed_labels: regression only: map 0/1 labels to -1/+1, the paper's protocol (-1/+1 stay).
+        signed_labels: regression only: map 0/1 labels to -1/+1, the paper's protocol (-1/+1 stay). The binary
+            task reads 0/1 and -1/+1 alike and ignores it, so one recipe serves both tasks.
+        positive_threshold: binary only: labels at or above it are positive (1), the others negative (0), e.g. 4
+            for 1..5 ratings. Without it, binary labels must be 0/1 or -1/+1.
         min_count: training values seen fewer times map to the out-of-vocabulary id.
         max_values: the most slots a multi-valued field takes (default: its longest training row).
         negatives_per_positive: for positive-only logs, sampled negatives per positive row (the paper: 2).
@@ -122,6 +129,7 @@ class FieldAwareDataModule(L.LightningDataModule):
         multi_valued: dict[str, str] | None = None,
         label: str = "label",
         signed_labels: bool = False,
+        positive_threshold: float | None = None,
         min_count: int = 1,
         max_values: int | None = None,
         negatives_per_positive: int = 0,
@@ -137,16 +145,16 @@ class FieldAwareDataModule(L.LightningDataModule):
         synthetic: SyntheticConfig = SyntheticConfig(),
     ):
         super().__init__()
-        if signed_labels and task != "regression":
-            raise ValueError("signed_labels maps labels to -1/+1 for the regression task; the binary task "
-                             "already reads label > 0 as 1")
+        if positive_threshold is not None and task != "binary":
+            raise ConfigError("positive_threshold turns labels into 0/1 for task binary; the regression task uses "
+                              "labels as numbers")
         if negatives_per_positive and not item_field:
-            raise ValueError("negatives_per_positive needs item_field, the field whose value a negative replaces")
+            raise ConfigError("negatives_per_positive needs item_field, the field whose value a negative replaces")
         if min_count < 1:
-            raise ValueError(f"min_count must be at least 1, got {min_count}")
+            raise ConfigError(f"min_count must be at least 1, got {min_count}")
         if device_resident and (num_workers or pin_memory):
-            raise ValueError("device_resident batches are gathered on the accelerator: set num_workers=0 and "
-                             "pin_memory=false")
+            raise ConfigError("device_resident batches are gathered on the accelerator: set num_workers=0 and "
+                              "pin_memory=false")
         self.save_hyperparameters(logger=False)  # the CLI logs the whole resolved config instead
         self.synthetic = synthetic
         self.source = str(source)
@@ -204,9 +212,8 @@ class FieldAwareDataModule(L.LightningDataModule):
         rng = np.random.default_rng(hp.split_seed)
         if self.source == "synthetic":
             columns = [encoding.ColumnSpec(name, "categorical") for name in self.synthetic.field_names]
-            tables = self._random_split({"all": self.synthetic.generate(self.task)}, rng)
-            files = {split: Path(f"synthetic-{split}") for split in SPLITS}
-            splits, schema_fields, num_features = self._encode_tables(tables, files, columns, report)
+            tables, origins = self._random_split(self.synthetic.generate(self.task), Path("synthetic"), rng)
+            splits, schema_fields, num_features = self._encode_tables(tables, origins, columns, report)
         else:
             location = sources.download_from_hub(self.source, self._cache_dir) if sources.is_hub_id(self.source) \
                 else self.source
@@ -215,15 +222,16 @@ class FieldAwareDataModule(L.LightningDataModule):
                 splits, schema_fields, num_features = self._encode_libfm(found, rng, report)
             else:
                 tables = {split: sources.read_table(path, self._cache_dir) for split, path in found.files.items()}
-                files = dict(found.files) if found.has_splits else {s: found.files["all"] for s in SPLITS}
-                if not found.has_splits:
-                    tables = self._random_split(tables, rng)
-                splits, schema_fields, num_features = self._encode_tables(tables, files, self._column_specs(),
+                if found.has_splits:
+                    origins = {split: SplitOrigin(path) for split, path in found.files.items()}
+                else:
+                    tables, origins = self._random_split(tables["all"], found.files["all"], rng)
+                splits, schema_fields, num_features = self._encode_tables(tables, origins, self._column_specs(),
                                                                           report)
         for split, data in splits.items():
             if len(data) == 0:
                 raise DataError(f"the {split} split of {self.source} has no rows")
-        splits = {split: self._map_labels(data) for split, data in splits.items()}
+        splits = self._map_labels(splits)
         if hp.negatives_per_positive:
             splits = self._add_negatives(splits, schema_fields, num_features, rng)
         train_labels = splits["train"].labels
@@ -244,20 +252,23 @@ class FieldAwareDataModule(L.LightningDataModule):
             raise DataError(f"the field spec names a column twice: {names}")
         return specs
 
-    def _random_split(self, tables: dict, rng: np.random.Generator) -> dict:
-        return {split: tables["all"].select(rows) for split, rows in zip(SPLITS, split_rows(len(tables["all"]), rng))}
+    @staticmethod
+    def _random_split(table, path: Path, rng: np.random.Generator) -> tuple[dict, dict[str, SplitOrigin]]:
+        parts = dict(zip(SPLITS, split_rows(len(table), rng)))
+        return ({split: table.select(rows) for split, rows in parts.items()},
+                {split: SplitOrigin(path, rows) for split, rows in parts.items()})
 
-    def _encode_tables(self, tables, files, columns, report):
+    def _encode_tables(self, tables, origins: dict[str, SplitOrigin], columns, report):
         labelled = not (self.hparams.negatives_per_positive and self.hparams.label not in tables["train"].column_names)
         label = self.hparams.label if labelled else None
-        vocabulary = encoding.TableVocabulary(tables["train"], files["train"], columns, label,
+        vocabulary = encoding.TableVocabulary(tables["train"], origins["train"].path, columns, label,
                                               self.hparams.min_count, self.hparams.max_values, report)
         splits = {}
         for split in SPLITS:
             if len(tables[split]) == 0:
-                raise DataError(f"the {split} split ({files[split]}) has no rows")
-            ids, values, labels = vocabulary.encode(tables[split], files[split], split, labelled)
-            splits[split] = encoding.EncodedSplit(split, ids, values, labels)
+                raise DataError(f"the {split} split ({origins[split].path}) has no rows")
+            ids, values, labels = vocabulary.encode(tables[split], origins[split], split, labelled)
+            splits[split] = encoding.EncodedSplit(split, ids, values, labels, origins[split])
         return splits, vocabulary.fields(), vocabulary.num_features
 
     def _encode_libfm(self, found: sources.SourceFiles, rng, report):
@@ -265,35 +276,58 @@ class FieldAwareDataModule(L.LightningDataModule):
         names = self._field_names(first)
         parsed = {split: encoding.parse_libfm(sources.read_lines(path, self._cache_dir), path, names)
                   for split, path in found.files.items()}
-        files = dict(found.files)
+        origins = {split: SplitOrigin(path) for split, path in found.files.items()}
         if not found.has_splits:
             ids, values, labels = parsed.pop("all")
-            parsed = {split: (ids[rows], values[rows], labels[rows])
-                      for split, rows in zip(SPLITS, split_rows(len(labels), rng))}
-            files = {split: found.files["all"] for split in SPLITS}
+            parts = dict(zip(SPLITS, split_rows(len(labels), rng)))
+            parsed = {split: (ids[rows], values[rows], labels[rows]) for split, rows in parts.items()}
+            origins = {split: SplitOrigin(found.files["all"], rows) for split, rows in parts.items()}
         for split in SPLITS:
             if len(parsed[split][2]) == 0:
-                raise DataError(f"the {split} split ({files[split]}) has no rows")
-        vocabulary = encoding.LibFMVocabulary(parsed["train"][0], files["train"], names, self.hparams.min_count, report)
+                raise DataError(f"the {split} split ({origins[split].path}) has no rows")
+        vocabulary = encoding.LibFMVocabulary(parsed["train"][0], origins["train"], names, self.hparams.min_count,
+                                              report)
         splits = {}
         for split in SPLITS:
             ids, values, labels = parsed[split]
-            encoded = vocabulary.encode(ids, files[split], split)
+            encoded = vocabulary.encode(ids, origins[split], split)
             encoded = np.where(values == 0, vocabulary.num_features, encoded)
-            splits[split] = encoding.EncodedSplit(split, encoded, values, labels)
+            splits[split] = encoding.EncodedSplit(split, encoded, values, labels, origins[split])
         return splits, vocabulary.fields(), vocabulary.num_features
 
-    def _map_labels(self, data: encoding.EncodedSplit) -> encoding.EncodedSplit:
-        labels = data.labels
+    def _map_labels(self, splits: dict[str, encoding.EncodedSplit]) -> dict[str, encoding.EncodedSplit]:
+        """The labels the task trains on: 0/1 for binary, numbers (-1/+1 with signed_labels) for regression."""
+        hp = self.hparams
+        if self.task == "binary" and hp.positive_threshold is not None:
+            threshold = hp.positive_threshold
+            return {split: self._with_labels(data, data.labels >= threshold) for split, data in splits.items()}
         if self.task == "binary":
-            labels = (labels > 0).astype(np.float32)
-        elif self.hparams.signed_labels:
-            unexpected = ~np.isin(labels, (-1.0, 0.0, 1.0))
-            if unexpected.any():
-                raise DataError(f"signed_labels expects 0/1 or -1/+1 labels, but the {data.name} split holds "
-                                f"{labels[unexpected][0]!r} (row {int(np.flatnonzero(unexpected)[0])})")
-            labels = np.where(labels == 0, -1.0, labels).astype(np.float32)
-        return encoding.EncodedSplit(data.name, data.feature_ids, data.feature_values, labels)
+            self._check_two_classes(splits, "task binary", "set positive_threshold (labels at or above it are positive, "
+                                    "e.g. --data.positive_threshold 4 for 1..5 ratings) or use task regression")
+            return {split: self._with_labels(data, data.labels > 0) for split, data in splits.items()}
+        if hp.signed_labels:
+            self._check_two_classes(splits, "signed_labels", "drop signed_labels to use the labels as numbers")
+            return {split: self._with_labels(data, np.where(data.labels == 0, -1.0, data.labels))
+                    for split, data in splits.items()}
+        return splits
+
+    @staticmethod
+    def _check_two_classes(splits: dict[str, encoding.EncodedSplit], what: str, advice: str) -> None:
+        """Labels all 0/1 or all -1/+1. Anything else, or 0 beside -1 (three classes?), would be read wrongly."""
+        signed = any((data.labels == -1).any() for data in splits.values())
+        allowed = (-1.0, 1.0) if signed else (0.0, 1.0)
+        for data in splits.values():
+            unexpected = np.flatnonzero(~np.isin(data.labels, allowed))
+            if len(unexpected):
+                row = int(unexpected[0])
+                label = f"{data.labels[row]:g}" + (" beside -1 labels" if signed and data.labels[row] == 0 else "")
+                raise DataError(f"{data.origin.where(row)}: label {label} is not 0/1 or -1/+1, as {what} expects; "
+                                f"{advice}")
+
+    @staticmethod
+    def _with_labels(data: encoding.EncodedSplit, labels: np.ndarray) -> encoding.EncodedSplit:
+        return encoding.EncodedSplit(data.name, data.feature_ids, data.feature_values, labels.astype(np.float32),
+                                     data.origin)
 
     def _add_negatives(self, splits, fields, num_features, rng):
         hp = self.hparams
@@ -321,6 +355,7 @@ class FieldAwareDataModule(L.LightningDataModule):
                 np.concatenate([data.feature_ids, negatives]),
                 np.concatenate([data.feature_values, negative_values]),
                 np.concatenate([data.labels, np.full(len(negatives), negative_label, dtype=np.float32)]),
+                data.origin,  # the sampled rows come after the file's, so row numbers of the file still hold
             )
         return result
 

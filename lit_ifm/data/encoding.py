@@ -7,6 +7,7 @@ memory-mapped); the vocabulary look-ups are vectorised numpy/Arrow work, never a
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,20 +18,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lit_ifm.data.schema import Field, FieldKind
-from lit_ifm.data.sources import DataError, line_of
+from lit_ifm.data.sources import DataError, SplitOrigin, line_of, not_utf8
 
 MAP_BATCH_SIZE = 50_000
-_ENCODING_VERSION = 1  # bump when parsing or encoding changes, so cached results are not reused
+_ENCODING_VERSION = 2  # bump when parsing or encoding changes, so cached results are not reused
 
 
 @dataclass
 class EncodedSplit:
-    """One split as contiguous arrays: ids ``(N, S)``, values ``(N, S)``, labels ``(N,)``."""
+    """One split as contiguous arrays: ids ``(N, S)``, values ``(N, S)``, labels ``(N,)``, and where its rows
+    come from (for messages)."""
 
     name: str
     feature_ids: np.ndarray
     feature_values: np.ndarray
     labels: np.ndarray
+    origin: SplitOrigin
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -75,6 +78,31 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(repr((_ENCODING_VERSION, parts)).encode()).hexdigest()[:32]
 
 
+def vocabulary_fingerprint(values: np.ndarray | list[str], ids: np.ndarray, oov_id: int) -> str:
+    """A digest of a field's value -> id mapping and its out-of-vocabulary id. Checkpoints keep it in their
+    schema, so a model is never fed ids that now stand for other values.
+
+    >>> ids = np.array([0, 1])
+    >>> same = vocabulary_fingerprint(["a", "b"], ids, 2)
+    >>> same == vocabulary_fingerprint(["a", "b"], ids, 2), same == vocabulary_fingerprint(["b", "a"], ids, 2)
+    (True, False)
+    """
+    digest = hashlib.sha256()
+    if isinstance(values, np.ndarray):
+        digest.update(values.astype(np.int64).tobytes())
+    else:
+        digest.update("\0".join(values).encode())
+    digest.update(np.asarray(ids, dtype=np.int64).tobytes())
+    digest.update(str(oov_id).encode())
+    return digest.hexdigest()[:16]
+
+
+def arrow_rows(dataset: datasets.Dataset) -> pa.Table:
+    """A dataset's rows as one Arrow table. After ``select`` (a random split of one file), ``dataset.data``
+    still holds every row of the file; this holds the selected ones only."""
+    return dataset.with_format("arrow")[:]
+
+
 def _to_numpy_matrix(column: pa.ChunkedArray | pa.Array, width: int, dtype) -> np.ndarray:
     flat = column.combine_chunks().flatten() if isinstance(column, pa.ChunkedArray) else column.flatten()
     return np.array(flat.to_numpy(zero_copy_only=False), dtype=dtype).reshape(-1, width)
@@ -113,6 +141,8 @@ class _LibFMParser:
                 labels[row] = float(tokens[0])
             except ValueError:
                 raise DataError(f"{where}: label {tokens[0]!r} is not a number") from None
+            if not math.isfinite(labels[row]):
+                raise DataError(f"{where}: label {tokens[0]!r} is not a finite number")
             for position, token in enumerate(tokens[1:]):
                 feature, colon, value = token.partition(":")
                 try:
@@ -125,12 +155,18 @@ class _LibFMParser:
                                     f"{self.field_names[position]!r}; expected <feature id>:<value>") from None
                 if ids[row, position] < 0:
                     raise DataError(f"{where}: negative feature id in {token!r}")
+                if not math.isfinite(values[row, position]):
+                    raise DataError(f"{where}: feature value in {token!r} is not a finite number")
         return {"label": labels, "raw_ids": ids, "values": values}
 
 
 def count_libfm_fields(path: Path) -> int:
-    with path.open() as lines:
-        first = lines.readline().split()
+    with path.open("rb") as lines:
+        first_line = lines.readline()
+    try:
+        first = first_line.decode("utf-8").split()
+    except UnicodeDecodeError:
+        raise DataError(not_utf8(path)) from None
     if len(first) < 2:
         raise DataError(f"{line_of(path, 0)}: expected '<label> <id>:<value> ...', got {' '.join(first)!r}")
     return len(first) - 1
@@ -157,63 +193,64 @@ def parse_libfm(lines: datasets.Dataset, path: Path, field_names: tuple[str, ...
 
 
 class LibFMVocabulary:
-    """Keeps the file's global feature ids; each id belongs to the field of its position.
-
-    Ids of the training split with at least ``min_count`` occurrences are kept; any other id maps to
-    its field's out-of-vocabulary id ``max_id + 1 + field``.
+    """Maps the file's feature ids densely: the training ids seen at least ``min_count`` times take ids
+    ``0 .. n-1`` in id order (one embedding row each, whatever their values), and any other id maps to its
+    field's out-of-vocabulary id ``n + field``. Each id belongs to the field of its position.
     """
 
-    def __init__(self, train_ids: np.ndarray, path: Path, field_names: tuple[str, ...], min_count: int,
+    def __init__(self, train_ids: np.ndarray, origin: SplitOrigin, field_names: tuple[str, ...], min_count: int,
                  report: EncodingReport):
-        self.field_names = field_names
-        self.max_id = int(train_ids.max())
-        self.owner = np.full(self.max_id + 1, -1, dtype=np.int64)
+        self.field_names, self.report = field_names, report
+        self.seen, counts = np.unique(train_ids, return_counts=True)  # sorted; memory follows rows, not id values
+        self.owner = np.full(len(self.seen), -1, dtype=np.int64)  # the field (position) of each seen id
         for position in range(train_ids.shape[1]):
-            ids = np.unique(train_ids[:, position])
-            clash = self.owner[ids] >= 0
+            index = np.searchsorted(self.seen, np.unique(train_ids[:, position]))
+            clash = self.owner[index] >= 0
             if clash.any():
-                self._changes_field(train_ids, path, int(ids[clash][0]))
-            self.owner[ids] = position
-        counts = np.bincount(train_ids.ravel(), minlength=self.max_id + 1)
-        self.kept = counts >= min_count
+                self._changes_field(train_ids, origin, int(self.seen[index[clash][0]]))
+            self.owner[index] = position
+        kept = counts >= min_count
+        self.dense = np.where(kept, np.cumsum(kept) - 1, -1)  # seen id -> its row, -1 for rare ids
+        self.size = int(kept.sum())
         for position, name in enumerate(field_names):
-            field_ids = np.flatnonzero(self.owner == position)
-            report.rare_features[name] += int((~self.kept[field_ids]).sum())
-        self.report = report
+            report.rare_features[name] += int(((self.owner == position) & ~kept).sum())
 
     @property
     def num_features(self) -> int:
-        return self.max_id + 1 + len(self.field_names)
+        return self.size + len(self.field_names)
 
     def oov_id(self, position: int) -> int:
-        return self.max_id + 1 + position
+        return self.size + position
 
     def fields(self) -> list[Field]:
-        return [Field(name, "categorical", int(((self.owner == position) & self.kept).sum()) + 1, 1,
-                      self.oov_id(position)) for position, name in enumerate(self.field_names)]
+        fields = []
+        for position, name in enumerate(self.field_names):
+            own = (self.owner == position) & (self.dense >= 0)
+            fingerprint = vocabulary_fingerprint(self.seen[own], self.dense[own], self.oov_id(position))
+            fields.append(Field(name, "categorical", int(own.sum()) + 1, 1, self.oov_id(position), fingerprint))
+        return fields
 
-    def encode(self, raw_ids: np.ndarray, path: Path, split: str) -> np.ndarray:
+    def encode(self, raw_ids: np.ndarray, origin: SplitOrigin, split: str) -> np.ndarray:
         encoded = np.empty_like(raw_ids)
         for position, name in enumerate(self.field_names):
             column = raw_ids[:, position]
-            in_range = column <= self.max_id
-            owner = np.where(in_range, self.owner[np.minimum(column, self.max_id)], -1)
+            index = np.minimum(np.searchsorted(self.seen, column), len(self.seen) - 1)
+            owner = np.where(self.seen[index] == column, self.owner[index], -1)
             clash = (owner >= 0) & (owner != position)
             if clash.any():
-                feature = int(column[clash][0])
-                self._changes_field(raw_ids, path, feature, int(self.owner[feature]))
-            known = (owner == position) & self.kept[np.minimum(column, self.max_id)]
-            encoded[:, position] = np.where(known, column, self.oov_id(position))
+                self._changes_field(raw_ids, origin, int(column[clash][0]), int(owner[clash][0]))
+            known = (owner == position) & (self.dense[index] >= 0)
+            encoded[:, position] = np.where(known, self.dense[index], self.oov_id(position))
             if split != "train":
                 self.report.unseen_values[(split, name)] += int((~known).sum())
         return encoded
 
-    def _changes_field(self, ids: np.ndarray, path: Path, feature: int, owner: int | None = None) -> None:
+    def _changes_field(self, ids: np.ndarray, origin: SplitOrigin, feature: int, owner: int | None = None) -> None:
         rows, positions = np.nonzero(ids == feature)  # in row order
         owner = int(positions[0]) if owner is None else owner
         clash = int(np.flatnonzero(positions != owner)[0])
         position = int(positions[clash])
-        raise DataError(f"{line_of(path, int(rows[clash]))}: feature id {feature} stands in field "
+        raise DataError(f"{origin.where(int(rows[clash]))}: feature id {feature} stands in field "
                         f"{self.field_names[position]!r} (position {position + 1}) but belongs to field "
                         f"{self.field_names[owner]!r} (position {owner + 1}); positional libFM fields need each "
                         "id in one field only")
@@ -238,17 +275,25 @@ def _as_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.cast(column, pa.string())
 
 
-def _numbers(column: pa.ChunkedArray | pa.Array, path: Path, name: str, first_row: int, what: str) -> np.ndarray:
+def _numbers(column: pa.ChunkedArray | pa.Array, origin: SplitOrigin, name: str, first_row: int,
+             what: str) -> np.ndarray:
+    """A column as float64, missing values as NaN; an infinite value is an error that names its line."""
     try:
-        return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        numbers = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         for row, value in enumerate(column.to_pylist()):
             try:
                 float(value) if value is not None else None
             except (TypeError, ValueError):
-                raise DataError(f"{line_of(path, first_row + row)}, column {name!r}: {what} {value!r} "
+                raise DataError(f"{origin.where(first_row + row)}, column {name!r}: {what} {value!r} "
                                 "is not a number") from None
         raise
+    infinite = np.flatnonzero(np.isinf(numbers))
+    if len(infinite):
+        row = int(infinite[0])
+        raise DataError(f"{origin.where(first_row + row)}, column {name!r}: {what} {numbers[row]:g} is not a "
+                        "finite number")
+    return numbers
 
 
 class TableVocabulary:
@@ -257,7 +302,7 @@ class TableVocabulary:
 
     def __init__(self, train: datasets.Dataset, path: Path, columns: list[ColumnSpec], label: str | None,
                  min_count: int, max_values: int | None, report: EncodingReport):
-        table = train.data.table
+        table = arrow_rows(train)  # the training rows only, also when they were selected from one file
         check_columns(table.column_names, columns, label, path)
         self.columns, self.label, self.report = columns, label, report
         self.vocabularies: list[pa.Array | None] = []
@@ -291,21 +336,24 @@ class TableVocabulary:
         self.num_features = offset
 
     def fields(self) -> list[Field]:
-        return [
-            Field(spec.name, spec.kind, 1 if vocabulary is None else len(vocabulary) + 1, slots,
-                  offset + (0 if vocabulary is None else len(vocabulary)))
-            for spec, vocabulary, slots, offset in zip(self.columns, self.vocabularies, self.slots, self.offsets)
-        ]
+        fields = []
+        for spec, vocabulary, slots, offset in zip(self.columns, self.vocabularies, self.slots, self.offsets):
+            values = [] if vocabulary is None else vocabulary.to_pylist()
+            oov_id = offset + len(values)
+            fingerprint = vocabulary_fingerprint(values, np.arange(offset, oov_id), oov_id)
+            fields.append(Field(spec.name, spec.kind, len(values) + (vocabulary is not None), slots, oov_id, fingerprint))
+        return fields
 
     @property
     def num_slots(self) -> int:
         return sum(self.slots)
 
-    def encode(self, dataset: datasets.Dataset, path: Path, split: str, labelled: bool = True) -> tuple[np.ndarray, ...]:
-        check_columns(dataset.column_names, self.columns, self.label if labelled else None, path)
+    def encode(self, dataset: datasets.Dataset, origin: SplitOrigin, split: str,
+               labelled: bool = True) -> tuple[np.ndarray, ...]:
+        check_columns(dataset.column_names, self.columns, self.label if labelled else None, origin.path)
         width = self.num_slots
         encoded = dataset.with_format("arrow").map(
-            _TableEncoder(self, path, split, labelled),
+            _TableEncoder(self, origin, split, labelled),
             batched=True,
             batch_size=MAP_BATCH_SIZE,
             with_indices=True,
@@ -317,7 +365,7 @@ class TableVocabulary:
                 "unseen": datasets.Sequence(datasets.Value("int64"), length=len(self.columns)),
                 "truncated": datasets.Sequence(datasets.Value("int64"), length=len(self.columns)),
             }),
-            desc=f"encoding {path.name}",
+            desc=f"encoding {origin.path.name}",
             new_fingerprint=fingerprint(dataset._fingerprint, "table", split, labelled, self.label, self.columns,
                                         self.offsets, self.slots, self.num_features,
                                         [None if v is None else v.to_pylist() for v in self.vocabularies]),
@@ -338,11 +386,15 @@ def check_columns(available: list[str], columns: list[ColumnSpec], label: str | 
                             f"file; its columns are {available}")
     if label is not None and label not in available:
         raise DataError(f"{path.name}: label column {label!r} is not in the file; its columns are {available}")
+    for spec in columns:
+        if spec.name == label:  # the model would read the answer it is asked for
+            raise DataError(f"the label column {label!r} is also named as a {spec.kind} field; a model must not "
+                            "see its label: remove it from the field spec")
 
 
 class _TableEncoder:
-    def __init__(self, vocabulary: TableVocabulary, path: Path, split: str, labelled: bool):
-        self.vocabulary, self.path, self.split, self.labelled = vocabulary, path, split, labelled
+    def __init__(self, vocabulary: TableVocabulary, origin: SplitOrigin, split: str, labelled: bool):
+        self.vocabulary, self.origin, self.split, self.labelled = vocabulary, origin, split, labelled
 
     def __call__(self, table: pa.Table, indices: list[int]) -> dict[str, np.ndarray]:
         vocabulary = self.vocabulary
@@ -357,7 +409,7 @@ class _TableEncoder:
             column = table.column(spec.name)
             block = slice(slot, slot + slots)
             if spec.kind == "numeric":
-                numbers = _numbers(column, self.path, spec.name, first_row, "value")
+                numbers = _numbers(column, self.origin, spec.name, first_row, "value")
                 ids[:, slot] = offset
                 values[:, slot] = np.nan_to_num(numbers, nan=0.0)
             elif spec.kind == "categorical":
@@ -376,11 +428,11 @@ class _TableEncoder:
             slot += slots
         if self.labelled:
             label_column = table.column(vocabulary.label)
-            labels = _numbers(label_column, self.path, vocabulary.label, first_row, "label")
+            labels = _numbers(label_column, self.origin, vocabulary.label, first_row, "label")
             missing = np.flatnonzero(np.isnan(labels))
             if len(missing):
-                raise DataError(f"{line_of(self.path, first_row + int(missing[0]))}, column "
-                                f"{vocabulary.label!r}: the label is missing")
+                raise DataError(f"{self.origin.where(first_row + int(missing[0]))}, column "
+                                f"{vocabulary.label!r}: the label is missing (empty or NaN)")
         else:
             labels = np.ones(rows)
         return {"feature_ids": ids, "feature_values": values, "label": labels, "unseen": unseen,

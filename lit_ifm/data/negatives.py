@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lit_ifm.data.sources import DataError
+from lit_ifm.errors import DataError
 
 _MAX_REDRAWS = 100
 

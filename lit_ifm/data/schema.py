@@ -21,6 +21,8 @@ class Field:
         vocabulary_size: distinct feature ids of the field, its out-of-vocabulary id included.
         slots: slots the field takes in a batch (1, or the maximum list length for ``multi``).
         oov_id: the global feature id that unseen values of this field map to.
+        fingerprint: a digest of the field's value -> id mapping (empty when unknown), so that a checkpoint
+            is never applied to data whose ids stand for other values.
     """
 
     name: str
@@ -28,6 +30,7 @@ class Field:
     vocabulary_size: int
     slots: int
     oov_id: int
+    fingerprint: str = ""
 
 
 class FieldSchema:

@@ -3,6 +3,7 @@ into HuggingFace ``datasets`` tables."""
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 from collections.abc import Iterator
@@ -11,15 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import numpy as np
+
+from lit_ifm.errors import DataError
 
 SPLITS = ("train", "validation", "test")
 TABLE_FORMATS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".jsonl": "json", ".json": "json"}
 _SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "val"), "test": ("test",)}
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-
-
-class DataError(ValueError):
-    """Bad input data: the message names the file, line or column and what was expected."""
+_PANDAS_TOKENIZING = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,22 @@ def line_of(path: Path, row: int) -> str:
     if suffix == ".parquet":
         return f"{path.name} row {row}"
     return f"{path.name} line {row + 1}"
+
+
+@dataclass(frozen=True)
+class SplitOrigin:
+    """Where a split's rows come from: its file and, for a one-file source split at random, the file rows it
+    holds in order, so that messages name lines of the file rather than positions inside the split.
+
+    >>> SplitOrigin(Path("all.csv"), np.array([4, 9])).where(1)
+    'all.csv line 11'
+    """
+
+    path: Path
+    file_rows: np.ndarray | None = None
+
+    def where(self, row: int) -> str:
+        return line_of(self.path, row if self.file_rows is None else int(self.file_rows[row]))
 
 
 def find_source_files(source: str | Path) -> SourceFiles:
@@ -137,6 +154,8 @@ def read_table(path: Path, cache_dir: str | None) -> datasets.Dataset:
     """A table file as a ``datasets.Dataset`` (Arrow, cached and memory-mapped by ``datasets``)."""
     builder = TABLE_FORMATS[path.suffix.lower()]
     options = {"sep": "\t"} if path.suffix.lower() == ".tsv" else {}
+    if builder == "csv":
+        _check_header(path, options.get("sep", ","))
     return _load(builder, path, cache_dir, **options)
 
 
@@ -145,11 +164,42 @@ def read_lines(path: Path, cache_dir: str | None) -> datasets.Dataset:
     return _load("text", path, cache_dir)
 
 
+def _check_header(path: Path, separator: str) -> None:
+    # The CSV reader renames a repeated column (item, item.1) and the field spec would silently get the first.
+    try:
+        with path.open(newline="", encoding="utf-8") as file:
+            header = next(csv.reader(file, delimiter=separator), [])
+    except UnicodeDecodeError:
+        raise DataError(not_utf8(path)) from None
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise DataError(f"{path.name} line 1: the header names column{'s' if len(repeated) > 1 else ''} "
+                        f"{', '.join(map(repr, repeated))} more than once; give every column its own name")
+
+
+def not_utf8(path: Path) -> str:
+    """Which line of ``path`` is not UTF-8 text, found by a second, binary read (only once decoding failed)."""
+    with path.open("rb") as file:
+        for number, line in enumerate(file, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                return (f"{path.name} line {number}: not UTF-8 text (byte 0x{line[error.start]:02x} at column "
+                        f"{error.start + 1}); save the file as UTF-8")
+    return f"{path.name}: not UTF-8 text; save the file as UTF-8"
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    return error
+
+
 @contextmanager
 def quiet_datasets() -> Iterator[None]:
     """No progress bars or info logs from ``datasets`` while lit_ifm reads and parses."""
     verbosity, bars = datasets.logging.get_verbosity(), datasets.is_progress_bar_enabled()
-    datasets.logging.set_verbosity_error()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its errors reach the user as our DataError
     datasets.disable_progress_bars()
     try:
         yield
@@ -168,7 +218,14 @@ def _load(builder: str, path: Path, cache_dir: str | None, **options) -> dataset
     except Exception as error:
         if "corresponds to no data" in str(error):
             raise DataError(f"{path}: the file has no rows") from None
-        raise DataError(f"{path}: could not be read as {builder}: {error}") from error
+        cause = _root_cause(error)  # datasets wraps the reader's error in "An error occurred while generating"
+        if isinstance(cause, UnicodeDecodeError):
+            raise DataError(not_utf8(path)) from None
+        tokenizing = _PANDAS_TOKENIZING.search(str(cause))
+        if tokenizing:
+            expected, line, seen = tokenizing.groups()
+            raise DataError(f"{path.name} line {line}: {seen} fields, expected {expected} (as in the header)") from None
+        raise DataError(f"{path}: could not be read as {builder}: {type(cause).__name__}: {cause}") from None
 
 
 def default_cache_dir() -> str | None:

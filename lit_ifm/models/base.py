@@ -11,8 +11,11 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor, nn
 
+from lit_ifm.checkpoints import MODEL_KEY, SCHEMA_KEY, check_fits, check_schema, read_checkpoint
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.schema import FieldSchema
+from lit_ifm.errors import CheckpointError
+from lit_ifm.memory import check_parameter_memory
 
 Task = Literal["regression", "binary"]
 OptimizerName = Literal["adam", "adamw", "adagrad", "sgd"]
@@ -74,6 +77,7 @@ class FieldAwareModel(L.LightningModule):
         self.embedding_dim = embedding_dim
         rows = schema.num_features + 1  # + the padding row
         width = self.feature_embedding_width(schema, embedding_dim)
+        check_parameter_memory(type(self).__name__, rows, width + 1)  # V and w, before allocating them
         self.feature_embedding = nn.Embedding(rows, width, padding_idx=schema.padding_id, sparse=sparse_embeddings)
         self.linear = nn.Embedding(rows, 1, padding_idx=schema.padding_id, sparse=sparse_embeddings)
         self.bias = nn.Parameter(torch.zeros(1))
@@ -203,7 +207,16 @@ class FieldAwareModel(L.LightningModule):
     # --- checkpoints ----------------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["field_schema"] = self.schema
+        checkpoint[SCHEMA_KEY] = self.schema
+        checkpoint[MODEL_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # The trainer restores a checkpoint (test, predict, validate, resumed fit) into a model built for the data
+        # at hand: refuse one of another class, task, data or size before its weights go in.
+        trainer = self._trainer
+        check_fits(checkpoint, (trainer.ckpt_path if trainer is not None else None) or "the checkpoint", self)
+        if trainer is not None and trainer.state.fn != "fit":  # evaluating does not continue the run's callbacks
+            checkpoint.pop("callbacks", None)  # (a ModelCheckpoint would warn that its folder changed)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs):
@@ -219,16 +232,16 @@ class FieldAwareModel(L.LightningModule):
     def load_pretrained(self, checkpoint_path: str | Path) -> None:
         """Copy the feature embeddings, linear terms and bias of a checkpoint (an FM's) into this model."""
         path = Path(checkpoint_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"init_from: no checkpoint at {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        checkpoint = read_checkpoint(path, "init_from")
+        check_schema(checkpoint, path, self.schema, "init_from")
+        state = checkpoint["state_dict"]
         for name in ("feature_embedding.weight", "linear.weight", "bias"):
             own = self.get_parameter(name)
             if name not in state:
-                raise KeyError(f"init_from: {path} has no {name!r}; found {sorted(state)}")
+                raise CheckpointError(f"init_from: {path} has no {name!r}; found {sorted(state)}")
             if state[name].shape != own.shape:
-                raise ValueError(f"init_from: {name} in {path} has shape {tuple(state[name].shape)}, "
-                                 f"this model expects {tuple(own.shape)} (same data, schema and embedding_dim?)")
+                raise CheckpointError(f"init_from: {name} in {path} has shape {tuple(state[name].shape)}, "
+                                      f"this model expects {tuple(own.shape)} (same data, schema and embedding_dim?)")
             with torch.no_grad():
                 own.copy_(state[name])
 

@@ -1,0 +1,529 @@
+"""A catalogue of faults (issue 8): each one a user can run into, and what lit_ifm now does about it.
+
+Every test is named after the issue's number for its fault, and each failed on the code before the fix: it gave
+a wrong answer with exit code 0, lost a run, or buried its message in a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import REPO
+from helpers import run_cli
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lit_ifm import FM, IFM, DataError, Field, FieldAwareDataModule, FieldSchema, SyntheticConfig
+from lit_ifm.__main__ import main
+from lit_ifm.callbacks import DivergenceGuard
+from lit_ifm.data.datamodule import split_rows
+from lit_ifm.errors import CheckpointError, ConfigError, TrainingDiverged
+from lit_ifm.loggers import resolve_wandb_mode
+
+RECIPES = REPO / "recipes"
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+# --- running the command line --------------------------------------------------------------------------
+
+
+def run_main(root: Path, *args: str):
+    """``python -m lit_ifm`` in this process (quicker than a new one), without a logger, writing under ``root``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setattr(sys, "argv", ["lit-ifm"])  # LightningCLI warns when args= meets pytest's own argv
+        return main([*args, "--trainer.logger", "false", "--trainer.default_root_dir", str(root), *QUIET])
+
+
+def error_line(capsys, root: Path, *args: str) -> str:
+    """The one ``lit-ifm: error:`` line of a run that must stop with exit code 2."""
+    with pytest.raises(SystemExit) as stopped:
+        run_main(root, *args)
+    assert stopped.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lit-ifm: error: ")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def checkpoints(root: Path, name: str = "last.ckpt") -> list[Path]:
+    return sorted(root.glob(f"**/checkpoints/{name}"))
+
+
+# --- small data ----------------------------------------------------------------------------------------
+
+
+def write_ratings(folder: Path, users: str = "u", extra_user: bool = False) -> Path:
+    """train/valid/test CSV (user, item, label): 10 users and 10 items, every one of them in training."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, rows in (("train", 60), ("valid", 20), ("test", 20)):
+        index = np.arange(rows + (extra_user and split == "train"))
+        frame = pd.DataFrame({"user": [f"{users}{i % 10}" for i in index],
+                              "item": [f"i{(3 * i + i // 10) % 10}" for i in index],
+                              "label": rng.random(len(index)).round(3)})
+        if extra_user and split == "train":
+            frame.loc[rows, "user"] = f"{users}99"  # one value appended to the vocabulary
+        frame.to_csv(folder / f"{split}.csv", index=False)
+    return folder
+
+
+def ratings_args(folder: Path, fields: str = "[user,item]") -> list[str]:
+    return ["--config", str(RECIPES / "fm_synthetic.yaml"), "--model.embedding_dim", "4", "--data.source", str(folder),
+            "--data.categorical", fields, "--data.batch_size", "16"]
+
+
+def synthetic_args(recipe: str = "ifm_synthetic", rows: int = 600) -> list[str]:
+    return ["--config", str(RECIPES / f"{recipe}.yaml"), "--data.synthetic.rows", str(rows), "--model.embedding_dim",
+            "4"]
+
+
+def write_libfm(folder: Path, train: str, validation: str = "1 1:1 3:1\n", test: str = "-1 0:1 3:1\n") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, text in (("train", train), ("validation", validation), ("test", test)):
+        (folder / f"toy.{split}.libfm").write_text(text)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ratings_run(tmp_path_factory) -> tuple[Path, Path]:
+    """An FM trained one epoch on the ratings folder with fields [user, item]: (folder, last.ckpt)."""
+    root = tmp_path_factory.mktemp("ratings")
+    folder = write_ratings(root / "data")
+    run_main(root, "fit", *ratings_args(folder), "--trainer.max_epochs", "1")
+    return folder, checkpoints(root)[0]
+
+
+@pytest.fixture(scope="module")
+def ifm_run(tmp_path_factory) -> Path:
+    """last.ckpt of an IFM trained one epoch on 600 synthetic rows."""
+    root = tmp_path_factory.mktemp("ifm")
+    run_main(root, "fit", *synthetic_args(), "--trainer.max_epochs", "1")
+    return checkpoints(root)[0]
+
+
+# ====================================== Silent wrong results ============================================
+
+
+@pytest.mark.parametrize("command", ["test", "predict", "validate", "fit"])
+def test_01_a_checkpoint_meets_reordered_fields(command, ratings_run, tmp_path, capsys):
+    folder, checkpoint = ratings_run  # user and item have 10 values each: the shapes match, the meaning does not
+    line = error_line(capsys, tmp_path, command, *ratings_args(folder, "[item,user]"), "--ckpt_path", str(checkpoint),
+                      "--trainer.max_epochs", "2")
+    assert line == (f"lit-ifm: error: --ckpt_path: {checkpoint} was trained on other data: its fields are "
+                    "['user', 'item'], the data's are ['item', 'user']; use the data and field spec it was trained with")
+
+
+@pytest.mark.parametrize("change, difference", [
+    ("renamed", "field 'user' maps its 10 values to other ids than the checkpoint's vocabulary"),
+    ("appended", "field 'user' has 10 values in the checkpoint's vocabulary, 11 in the data's"),
+])
+def test_01_a_checkpoint_meets_a_changed_vocabulary(change, difference, ratings_run, tmp_path, capsys):
+    _, checkpoint = ratings_run
+    folder = write_ratings(tmp_path / "data", users="v" if change == "renamed" else "u", extra_user=change == "appended")
+    line = error_line(capsys, tmp_path, "test", *ratings_args(folder), "--ckpt_path", str(checkpoint))
+    assert f"was trained on other data: {difference};" in line
+
+
+def test_01_init_from_a_checkpoint_of_other_data(ratings_run):
+    folder, checkpoint = ratings_run
+    schema = FieldAwareDataModule(str(folder), categorical=["item", "user"]).schema
+    with pytest.raises(CheckpointError, match=r"init_from: .*last.ckpt was trained on other data: its fields are"):
+        IFM(schema, embedding_dim=4, init_from=str(checkpoint))
+
+
+def test_02_the_recipe_model_class_must_be_the_checkpoints(ifm_run, tmp_path, capsys):
+    line = error_line(capsys, tmp_path, "test", *synthetic_args("fm_synthetic"), "--ckpt_path", str(ifm_run))
+    assert line == (f"lit-ifm: error: {ifm_run} holds a model of class IFM, but the configuration asks for FM: use "
+                    "the recipe it was trained with (or --model lit_ifm.IFM)")
+
+
+def test_03_nan_training_stops_with_a_message_and_writes_no_checkpoint(tmp_path, capsys):
+    line = error_line(capsys, tmp_path, "fit", *synthetic_args(rows=3000), "--trainer.precision", "bf16-mixed",
+                      "--model.optimizer", "sgd", "--model.lr", "1000", "--trainer.max_epochs", "2")
+    assert line.startswith("lit-ifm: error: the training loss became nan at step ")
+    assert line.endswith("(epoch 0); training stopped and the checkpoints written before it are kept; lower the "
+                         "learning rate (--model.lr), or train in 32-bit precision")
+    assert not list(tmp_path.glob("**/*.ckpt"))
+
+
+class Poison(L.Callback):
+    """Makes the weights NaN in epoch 1: before its first step (the loss shows it) or after its last (only the
+    validation metrics show it)."""
+
+    def __init__(self, when: str):
+        self.when = when
+
+    def _poison(self, module) -> None:
+        with torch.no_grad():
+            module.bias.fill_(float("nan"))
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self.when == "loss" and trainer.current_epoch == 1:
+            self._poison(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.when == "validation" and trainer.current_epoch == 1 and batch_idx == trainer.num_training_batches - 1:
+            self._poison(pl_module)
+
+
+@pytest.mark.parametrize("when, message", [
+    ("loss", r"the training loss became nan at step 12 \(epoch 1\)"),
+    ("validation", r"validation metric val/loss became nan in epoch 1"),
+])
+def test_03_a_diverged_epoch_never_replaces_the_last_good_checkpoint(when, message, tmp_path):
+    data = FieldAwareDataModule(synthetic=SyntheticConfig(rows=1000), batch_size=64)  # 11 steps an epoch
+    best = ModelCheckpoint(dirpath=tmp_path, monitor="val/rmse", filename="best-{epoch}", save_last=True)
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
+                        callbacks=[DivergenceGuard(), Poison(when), best])
+    with pytest.raises(TrainingDiverged, match=message):
+        trainer.fit(FM(data.schema, embedding_dim=4), datamodule=data)
+    assert sorted(path.name for path in tmp_path.glob("*.ckpt")) == ["best-epoch=0.ckpt", "last.ckpt"]
+    last = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 0 and all(tensor.isfinite().all() for tensor in last["state_dict"].values())
+
+
+@pytest.mark.parametrize("task", ["regression", "binary"])
+@pytest.mark.parametrize("layout, label, message", [
+    ("libfm", "nan", r"toy.train.libfm line 2: label 'nan' is not a finite number"),
+    ("libfm", "inf", r"toy.train.libfm line 2: label 'inf' is not a finite number"),
+    ("csv", "inf", r"train.csv line 3, column 'label': label inf is not a finite number"),
+    ("csv", "-inf", r"train.csv line 3, column 'label': label -inf is not a finite number"),
+])
+def test_04_non_finite_labels_are_refused(task, layout, label, message, tmp_path):
+    if layout == "libfm":
+        source = write_libfm(tmp_path / "toy", f"1 0:1 2:1\n{label} 1:1 3:1\n1 0:1 3:1\n")
+        options = {}
+    else:
+        source = write_ratings(tmp_path / "data")
+        frame = pd.read_csv(source / "train.csv").astype({"label": object})
+        frame.loc[1, "label"] = label
+        frame.to_csv(source / "train.csv", index=False)
+        options = {"categorical": ["user", "item"]}
+    with pytest.raises(DataError, match=message):
+        FieldAwareDataModule(str(source), task=task, **options).schema
+
+
+@pytest.mark.parametrize("labels, message", [
+    ("1 5 3 4", r"toy.train.libfm line 2: label 5 is not 0/1 or -1/\+1, as task binary expects; set "
+                r"positive_threshold \(labels at or above it are positive, e.g. --data.positive_threshold 4"),
+    ("1 0 7 0", r"line 3: label 7 is not 0/1 or -1/\+1"),
+    ("-3 1 0 1", r"line 1: label -3 is not 0/1 or -1/\+1"),
+    ("-1 1 0 1", r"line 3: label 0 beside -1 labels is not 0/1 or -1/\+1"),
+])
+def test_05_binary_labels_that_are_not_two_classes_are_refused(labels, message, tmp_path):
+    lines = [f"{label} {i % 2}:1 {2 + i % 2}:1" for i, label in enumerate(labels.split())]
+    folder = write_libfm(tmp_path / "toy", "\n".join(lines) + "\n", validation="1 1:1 3:1\n", test="1 0:1 3:1\n")
+    with pytest.raises(DataError, match=message):
+        FieldAwareDataModule(str(folder), task="binary").schema
+
+
+def test_05_positive_threshold_reads_ratings_as_binary_labels(tmp_path):
+    folder = write_libfm(tmp_path / "toy", "1 0:1 2:1\n5 1:1 3:1\n3 0:1 3:1\n4 1:1 2:1\n", validation="2 1:1 3:1\n",
+                         test="5 0:1 3:1\n")
+    module = FieldAwareDataModule(str(folder), task="binary", positive_threshold=4)
+    assert module.prepared.splits["train"].labels.tolist() == [0.0, 1.0, 0.0, 1.0]
+    for negative in ("-1", "0"):  # the two spellings of two classes
+        folder = write_libfm(tmp_path / negative, f"{negative} 0:1 2:1\n1 1:1 3:1\n", validation="1 1:1 3:1\n",
+                             test="1 0:1 3:1\n")
+        assert FieldAwareDataModule(str(folder), task="binary").prepared.splits["train"].labels.tolist() == [0.0, 1.0]
+    with pytest.raises(ConfigError, match="positive_threshold turns labels into 0/1 for task binary"):
+        FieldAwareDataModule(str(folder), positive_threshold=4)
+
+
+def test_06_the_label_named_as_a_feature_is_refused(tmp_path):
+    folder = write_ratings(tmp_path / "data")
+    with pytest.raises(DataError, match="the label column 'label' is also named as a categorical field; a model must "
+                                        "not see its label"):
+        FieldAwareDataModule(str(folder), categorical=["user", "label"]).schema
+
+
+def test_07_duplicate_csv_columns_are_refused(tmp_path):
+    folder = write_ratings(tmp_path / "data")
+    valid = pd.read_csv(folder / "valid.csv")
+    rows = [f"{row.user},{row.item},i{index % 3},{row.label}" for index, row in enumerate(valid.itertuples())]
+    (folder / "valid.csv").write_text("\n".join(["user,item,item,label", *rows]) + "\n")
+    with pytest.raises(DataError, match="valid.csv line 1: the header names column 'item' more than once"):
+        FieldAwareDataModule(str(folder), categorical=["user", "item"]).schema
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_08_a_one_file_vocabulary_comes_from_the_training_rows(suffix, tmp_path):
+    rows, seed = 200, 5
+    train, validation, _ = split_rows(rows, np.random.default_rng(seed))  # the rows the module will pick
+    items = [f"common{row % 7}" for row in range(rows)]
+    for row in validation[:9]:
+        items[row] = f"only_in_validation{row}"
+    frame = pd.DataFrame({"user": [f"u{row % 5}" for row in range(rows)], "item": items, "label": 1.0})
+    path = tmp_path / f"all{suffix}"
+    frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path, index=False)
+    module = FieldAwareDataModule(str(path), categorical=["user", "item"], split_seed=seed)
+    item = module.schema.fields[1]
+    assert item.vocabulary_size == 7 + 1  # the training rows' items and the out-of-vocabulary id
+    assert (module.prepared.splits["validation"].feature_ids[:, 1] == item.oov_id).sum() == 9
+    assert "validation values unseen in training, mapped to out-of-vocabulary ids: 9 (item 9)" in module.report
+
+
+# ====================================== Lost or forked runs =============================================
+
+
+def test_09_two_fits_in_one_folder_without_a_logger_keep_their_own_files(tmp_path):
+    for epochs in ("1", "2"):
+        run_main(tmp_path, "fit", *synthetic_args("fm_synthetic"), "--trainer.max_epochs", epochs)
+    runs = sorted(path.parent.parent for path in checkpoints(tmp_path))
+    assert [run.name for run in runs] == ["run-0", "run-1"]
+    assert [torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] for run in runs] == [0, 1]
+    assert all("max_epochs: " + epochs in (run / "config.yaml").read_text() for run, epochs in zip(runs, "12"))
+
+
+def training_process(root: Path, *args: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "lit_ifm", "fit", *synthetic_args(rows=4000), "--data.batch_size", "64",
+               "--model.interaction_dropout", "0", "--trainer.max_epochs", "4", "--trainer.default_root_dir", str(root),
+               "--trainer.logger.init_args.save_dir", str(root), *QUIET, *args]
+    with (root / "stderr.txt").open("w") as stderr:  # a pipe nobody reads would fill up and stop the run
+        return subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def kill_after_epoch(process: subprocess.Popen, root: Path, epoch: int) -> Path:
+    """SIGKILLs ``process`` once its last.ckpt holds ``epoch``; returns that checkpoint."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before it was killed: " + (root / "stderr.txt").read_text()[-2000:]
+        for path in root.glob("lit_ifm/*/checkpoints/last.ckpt"):
+            if torch.load(path, weights_only=True)["epoch"] >= epoch:  # written whole, then renamed: never partial
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                return path
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint of epoch 1 within 4 minutes")
+
+
+def test_10_resume_after_sigkill_continues_the_same_run_bit_for_bit(tmp_path):
+    straight_root, killed_root = tmp_path / "straight", tmp_path / "killed"
+    straight_root.mkdir(), killed_root.mkdir()
+    straight, killed = training_process(straight_root), training_process(killed_root)  # W&B offline (conftest)
+    last = kill_after_epoch(killed, killed_root, 1)
+    assert straight.wait(timeout=300) == 0, (straight_root / "stderr.txt").read_text()[-3000:]
+    resumed = run_cli("fit", *synthetic_args(rows=4000), "--data.batch_size", "64", "--model.interaction_dropout", "0",
+                      "--trainer.max_epochs", "4", "--trainer.default_root_dir", str(killed_root),
+                      "--trainer.logger.init_args.save_dir", str(killed_root), *QUIET, "--ckpt_path", str(last),
+                      cwd=killed_root)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    run_folders = list((killed_root / "lit_ifm").iterdir())
+    assert run_folders == [last.parent.parent]  # the same run folder, so the same W&B run id
+    run_id = run_folders[0].name
+    assert len(list(killed_root.glob(f"wandb/offline-run-*-{run_id}"))) == 2  # both parts of one W&B run
+    straight_folder = next((straight_root / "lit_ifm").iterdir())
+    names = sorted(path.name for path in (straight_folder / "checkpoints").iterdir())
+    assert sorted(path.name for path in last.parent.iterdir()) == names  # one best: its score was restored
+    for name in names:
+        expected = torch.load(straight_folder / "checkpoints" / name, weights_only=True)["state_dict"]
+        actual = torch.load(last.parent / name, weights_only=True)["state_dict"]
+        for key in expected:
+            torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0, msg=f"{name}: {key}")
+
+
+# ====================================== Resource blow-ups ===============================================
+
+
+def test_11_huge_libfm_ids_do_not_size_the_embedding_table(tmp_path):
+    big = 10**12
+    folder = write_libfm(tmp_path / "toy", f"1 0:1 {big}:1\n-1 {big + 7}:1 3:1\n1 0:1 3:1\n",
+                         validation=f"1 {10**8}:1 3:1\n")
+    module = FieldAwareDataModule(str(folder))
+    assert module.schema.num_features == 4 + 2  # the ids seen in training, and one out-of-vocabulary id per field
+    assert module.prepared.splits["train"].feature_ids.tolist() == [[0, 2], [3, 1], [0, 1]]  # ids 0, 3, 10**12, +7
+    assert module.prepared.splits["validation"].feature_ids.tolist() == [[4, 1]]  # unseen: field_0's OOV id
+    assert FM(module.schema, embedding_dim=8).num_parameters() == 6 * 8 + 6 + 1
+
+
+def test_11_parameter_memory_is_checked_before_allocating():
+    schema = FieldSchema([Field("id", "categorical", 10**12, 1, 10**12 - 1)], 10**12)
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=r"FM needs 61.8 TiB for its embedding tables \(1,000,000,000,001 feature "
+                                          r"ids x 17 values\), more than the .* of memory available"):
+        FM(schema, embedding_dim=16)
+    assert time.monotonic() - start < 5
+
+
+# =================================== One line, never a traceback ========================================
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("empty", "the file is empty"),
+    ("random bytes", "the file is truncated or not a torch checkpoint"),
+    ("truncated", "the file is truncated or not a torch checkpoint"),
+])
+def test_12_an_unreadable_checkpoint(damage, reason, ifm_run, tmp_path, capsys):
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes({"empty": b"", "random bytes": np.random.default_rng(0).bytes(4096),
+                         "truncated": ifm_run.read_bytes()[:2000]}[damage])
+    line = error_line(capsys, tmp_path, "test", *synthetic_args(), "--ckpt_path", str(damaged))
+    assert line == f"lit-ifm: error: --ckpt_path: {damaged} is not a lit_ifm checkpoint ({reason})"  # no torch advice
+
+
+def test_12_a_missing_ckpt_path_stops_before_the_data_and_wandb(tmp_path):
+    result = run_cli("fit", *synthetic_args(), "--ckpt_path", str(tmp_path / "nowhere.ckpt"), cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (f"lit-ifm: error: --ckpt_path: no checkpoint at "
+                                                      f"{tmp_path / 'nowhere.ckpt'}")
+    output = result.stdout + result.stderr
+    assert "lit_ifm data from" not in output and "W&B" not in output and not (tmp_path / "runs").exists()
+
+
+def test_12_checkpoint_and_data_of_other_sizes(ifm_run, tmp_path, capsys):
+    line = error_line(capsys, tmp_path, "test", *synthetic_args(), "--data.synthetic.vocabulary_size", "30",
+                      "--ckpt_path", str(ifm_run))
+    assert "was trained on other data: field 'f0' has 20 values in the checkpoint's vocabulary, 30 in the data's" in line
+    data = FieldAwareDataModule(synthetic=SyntheticConfig(rows=600))
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    with pytest.raises(CheckpointError, match=r"feature_embedding.weight has shape \(211, 4\) in .*, this model "
+                                              r"expects \(211, 8\) \(other model settings, e.g. embedding_dim\?\)"):
+        trainer.test(IFM(data.schema, embedding_dim=8), datamodule=data, ckpt_path=str(ifm_run), verbose=False)
+
+
+@pytest.mark.parametrize("problem", ["missing", "random bytes"])
+def test_12_init_from_errors(problem, tmp_path, capsys):
+    path = tmp_path / "fm.ckpt"
+    if problem == "random bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(100))
+    line = error_line(capsys, tmp_path, "fit", *synthetic_args(), "--model.init_from", str(path))
+    assert line == "lit-ifm: error: init_from: " + (f"no checkpoint at {path}" if problem == "missing" else
+                                                    f"{path} is not a lit_ifm checkpoint (the file is truncated or "
+                                                    "not a torch checkpoint)")
+
+
+@pytest.mark.parametrize("line", [1, 3])
+def test_12_a_libfm_file_that_is_not_utf8(line, tmp_path):
+    lines = ["1 0:1 2:1", "-1 1:1 3:1", "1 0:1 3:1"]
+    lines[line - 1] = lines[line - 1].replace("3:1", "3:\xff1").replace("2:1", "2:\xff1")
+    folder = write_libfm(tmp_path / "toy", "")
+    (folder / "toy.train.libfm").write_bytes("\n".join(lines).encode("latin-1") + b"\n")
+    with pytest.raises(DataError, match=rf"toy.train.libfm line {line}: not UTF-8 text \(byte 0xff at column 9\); "
+                                        "save the file as UTF-8"):
+        FieldAwareDataModule(str(folder)).schema
+
+
+@pytest.mark.parametrize("recipe, options, message", [
+    ("ifm_synthetic", ["--trainer.callbacks.pairs", "0"], "InteractionSampler: a count of pairs must be at least 1, got 0"),
+    ("fm_synthetic", [], "InteractionSampler draws pairs by their field-aspect norms, but FM has no field aspect"),
+])
+def test_12_interaction_sampler_errors(recipe, options, message, tmp_path, capsys):
+    line = error_line(capsys, tmp_path, "fit", *synthetic_args(recipe), "--trainer.max_epochs", "1",
+                      "--trainer.callbacks+=lit_ifm.callbacks.InteractionSampler", *options)
+    assert line.startswith(f"lit-ifm: error: {message}")
+
+
+def test_12_binary_task_with_a_signed_labels_recipe_works(small_frappe_dir, tmp_path):
+    cli = run_main(tmp_path, "fit", "--config", str(RECIPES / "ifm_frappe.yaml"), "--data.source", str(small_frappe_dir),
+                   "--data.task", "binary", "--model.embedding_dim", "8", "--model.attention_dim", "4",
+                   "--trainer.fast_dev_run", "1")
+    assert cli.trainer.state.finished and cli.datamodule.hparams.signed_labels
+    assert set(cli.datamodule.prepared.splits["train"].labels.tolist()) == {0.0, 1.0}
+    assert "test/auroc" in cli.trainer.callback_metrics
+
+
+def test_12_a_csv_parse_error_names_the_file_and_line(tmp_path):
+    folder = write_ratings(tmp_path / "data")
+    lines = (folder / "test.csv").read_text().splitlines()
+    lines[4] += ",surplus"
+    (folder / "test.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"^test.csv line 5: 4 fields, expected 3 \(as in the header\)$"):
+        FieldAwareDataModule(str(folder), categorical=["user", "item"]).schema
+
+
+@pytest.mark.parametrize("layout", ["csv", "libfm"])
+def test_12_one_file_sources_name_lines_of_the_file(layout, tmp_path):
+    rows = 60
+    bad = int(split_rows(rows, np.random.default_rng(2019))[1][-1])  # validation's last: its 12th row, not line 12
+    if layout == "csv":
+        prices = [str(row) for row in range(rows)]
+        prices[bad] = "abc"
+        pd.DataFrame({"user": [f"u{row % 4}" for row in range(rows)], "price": prices,
+                      "label": 1.0}).to_csv(tmp_path / "all.csv", index=False)
+        options, message = {"categorical": ["user"], "numeric": ["price"]}, rf"all.csv line {bad + 2}, column 'price'"
+    else:
+        labels = ["1"] * rows
+        labels[bad] = "7"
+        (tmp_path / "all.libfm").write_text("".join(f"{label} {row % 4}:1 {4 + row % 3}:1\n"
+                                                    for row, label in enumerate(labels)))
+        options, message = {"task": "binary"}, rf"all.libfm line {bad + 1}: label 7 is not 0/1"
+    with pytest.raises(DataError, match=message):
+        FieldAwareDataModule(str(tmp_path / f"all.{layout}"), **options).schema
+
+
+# ============================================== W&B =====================================================
+
+
+@contextmanager
+def stand_in_wandb(refuse: str):
+    """A W&B server on 127.0.0.1 that refuses the API key (``key``: every request gets 401) or accepts the key and
+    refuses the run (``run``: only the viewer query gets an answer, run creation gets 403)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if refuse == "run" and b"Viewer" in body:
+                code, answer = 200, {"data": {"viewer": {"id": "u1", "entity": "me", "username": "me", "flags": "{}",
+                                                         "teams": {"edges": []}}}}
+            else:
+                code, answer = (401 if refuse == "key" else 403), {"errors": [{"message": "permission denied"}]}
+            payload = json.dumps(answer).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_PUT = do_POST
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def wandb_environment(monkeypatch, home: Path, url: str) -> None:
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(home))  # no ~/.netrc from `wandb login`
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", url)
+    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
+
+
+def test_13_a_wandb_server_that_refuses_the_key_means_offline(monkeypatch, tmp_path):
+    with stand_in_wandb("key") as url:
+        wandb_environment(monkeypatch, tmp_path, url)
+        assert resolve_wandb_mode(timeout=2) == ("offline", f"{url} refused the API key (HTTP 401)")
+
+
+def test_13_a_wandb_server_that_refuses_the_run_means_offline(monkeypatch, tmp_path):
+    with stand_in_wandb("run") as url:
+        wandb_environment(monkeypatch, tmp_path, url)
+        result = run_cli("fit", *synthetic_args("fm_synthetic"), "--trainer.max_epochs", "1", *QUIET,
+                         "--trainer.logger.init_args.save_dir", str(tmp_path), cwd=tmp_path, env=dict(os.environ),
+                         timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "W&B logging online (an API key is set and the server accepts it)" in output
+    assert "W&B logging offline (the server refused the run: " in output
+    assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb")) and "test/rmse" in result.stdout
