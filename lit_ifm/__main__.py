@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 import yaml
 from jsonargparse import Namespace
@@ -12,9 +13,10 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from lit_ifm.callbacks.divergence import DivergenceGuard
 from lit_ifm.callbacks.field_importance import run_file_name
+from lit_ifm.callbacks.monitor import BestCheckpoint, EarlyStopping
 from lit_ifm.checkpoints import check_model_class, import_class, read_checkpoint
 from lit_ifm.data import FieldAwareDataModule
-from lit_ifm.errors import UserError
+from lit_ifm.errors import ConfigError, UserError
 from lit_ifm.models import FieldAwareModel
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -75,6 +77,24 @@ def new_run_folder(root: str | Path) -> str:
         return str(folder)
 
 
+def follow_monitor(callbacks: list | None, monitor: str) -> None:
+    """Sets ``monitor`` on the configured callbacks that follow the task's metric (:class:`BestCheckpoint`,
+    :class:`EarlyStopping` without a monitor of their own); refuses it when none does, rather than ignore it."""
+    followers = 0
+    for callback in callbacks or []:
+        if not isinstance(callback, Namespace):  # an instance (trainer_defaults) has its own settings
+            continue
+        callback_class = import_class(callback.class_path)
+        init_args = callback.get("init_args")
+        if callback_class is not None and issubclass(callback_class, (BestCheckpoint, EarlyStopping)) and \
+                init_args is not None and init_args.get("monitor") is None:
+            init_args.monitor = monitor
+            followers += 1
+    if not followers:
+        raise ConfigError(f"--monitor {monitor}: no callback follows it; it sets lit_ifm.callbacks.BestCheckpoint "
+                          "and EarlyStopping that name no monitor of their own")
+
+
 class LitIFMCLI(LightningCLI):
     """LightningCLI with the data's schema and task linked into the model, so no recipe types a size."""
 
@@ -83,6 +103,11 @@ class LitIFMCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.schema", "model.init_args.schema", apply_on="instantiate")
         parser.link_arguments("data.task", "model.init_args.task")
+        # Optional[str], not `str | None`: jsonargparse reads the type at run time, on Python 3.10 too
+        parser.add_argument("--monitor", type=Optional[str], default=None,
+                            help="the validation metric that picks the best checkpoint and stops training early, "
+                                 "e.g. val/logloss (default: the task's, val/auroc for binary, val/rmse for "
+                                 "regression)")
 
     def _parse_ckpt_path(self) -> None:
         """Checks ``--ckpt_path`` before any data is read or W&B starts: a readable lit_ifm checkpoint of the
@@ -115,7 +140,10 @@ class LitIFMCLI(LightningCLI):
             self._continues_run = True
 
     def before_instantiate_classes(self) -> None:
-        trainer = self.config[self.subcommand].trainer
+        config = self.config[self.subcommand]
+        trainer = config.trainer
+        if config.monitor:
+            follow_monitor(trainer.callbacks, config.monitor)
         if not trainer.logger and not self._continues_run:  # a logger gives each run its folder; give one here
             trainer.default_root_dir = new_run_folder(trainer.default_root_dir or os.getcwd())
 

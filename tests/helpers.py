@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import torch
 
 import lit_ifm.models
@@ -43,3 +45,26 @@ def run_cli(*args: str, cwd, env: dict[str, str] | None = None, timeout: float =
     """``python -m lit_ifm <args>`` in a fresh process, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "lit_ifm", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def run_main(root: Path, *args: str):
+    """``python -m lit_ifm`` in this process (quicker than a new one), without a logger, writing under ``root``."""
+    from lit_ifm.__main__ import main
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setattr(sys, "argv", ["lit-ifm"])  # LightningCLI warns when args= meets pytest's own argv
+        return main([*args, "--trainer.logger", "false", "--trainer.default_root_dir", str(root), *QUIET])
+
+
+def error_line(capsys, root: Path, *args: str) -> str:
+    """The one ``lit-ifm: error:`` line of a run that must stop with exit code 2."""
+    with pytest.raises(SystemExit) as stopped:
+        run_main(root, *args)
+    assert stopped.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lit-ifm: error: ")]
+    assert len(lines) == 1, lines
+    return lines[0]

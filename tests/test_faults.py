@@ -24,39 +24,19 @@ import pandas as pd
 import pytest
 import torch
 from conftest import REPO
-from helpers import run_cli
+from helpers import QUIET, error_line, run_cli, run_main
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_ifm import FM, IFM, DataError, Field, FieldAwareDataModule, FieldSchema, SyntheticConfig
-from lit_ifm.__main__ import main
 from lit_ifm.callbacks import DivergenceGuard
 from lit_ifm.data.datamodule import split_rows
 from lit_ifm.errors import CheckpointError, ConfigError, TrainingDiverged
 from lit_ifm.loggers import resolve_wandb_mode
 
 RECIPES = REPO / "recipes"
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
 # --- running the command line --------------------------------------------------------------------------
-
-
-def run_main(root: Path, *args: str):
-    """``python -m lit_ifm`` in this process (quicker than a new one), without a logger, writing under ``root``."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        patch.setattr(sys, "argv", ["lit-ifm"])  # LightningCLI warns when args= meets pytest's own argv
-        return main([*args, "--trainer.logger", "false", "--trainer.default_root_dir", str(root), *QUIET])
-
-
-def error_line(capsys, root: Path, *args: str) -> str:
-    """The one ``lit-ifm: error:`` line of a run that must stop with exit code 2."""
-    with pytest.raises(SystemExit) as stopped:
-        run_main(root, *args)
-    assert stopped.value.code == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lit-ifm: error: ")]
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 def checkpoints(root: Path, name: str = "last.ckpt") -> list[Path]:

@@ -1,7 +1,16 @@
 from lit_ifm.callbacks.divergence import DivergenceGuard
 from lit_ifm.callbacks.field_importance import FieldImportanceReport
+from lit_ifm.callbacks.monitor import BestCheckpoint, EarlyStopping
 from lit_ifm.callbacks.predictions import PredictionWriter
 from lit_ifm.callbacks.sampler import InteractionSampler
 from lit_ifm.callbacks.throughput import TrainingThroughput
 
-__all__ = ["DivergenceGuard", "FieldImportanceReport", "InteractionSampler", "PredictionWriter", "TrainingThroughput"]
+__all__ = [
+    "BestCheckpoint",
+    "DivergenceGuard",
+    "EarlyStopping",
+    "FieldImportanceReport",
+    "InteractionSampler",
+    "PredictionWriter",
+    "TrainingThroughput",
+]

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from lit_ifm.checkpoints import MODEL_KEY, SCHEMA_KEY, check_fits, check_schema, read_checkpoint
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.schema import FieldSchema
-from lit_ifm.errors import CheckpointError
+from lit_ifm.errors import CheckpointError, ConfigError
 from lit_ifm.memory import check_parameter_memory
 
 Task = Literal["regression", "binary"]
@@ -64,10 +64,9 @@ class FieldAwareModel(L.LightningModule):
     ):
         super().__init__()
         if sparse_embeddings and optimizer not in _SPARSE_OPTIMIZERS:
-            raise ValueError(
-                f"sparse_embeddings needs optimizer in {_SPARSE_OPTIMIZERS}, got {optimizer!r}: "
-                "torch's Adam and AdamW have no sparse update"
-            )
+            raise ConfigError(f"sparse_embeddings needs optimizer in {_SPARSE_OPTIMIZERS}, got {optimizer!r}: torch's "
+                              "Adam and AdamW have no sparse update; use --model.optimizer adagrad, or drop "
+                              "sparse_embeddings")
         # The schema comes from the data (the CLI links it) and travels in checkpoints on its own key;
         # init_from is a one-off start, not part of the model (a checkpoint must load without that file).
         # The CLI logs the whole resolved config, so nothing goes to the logger from here.
@@ -171,6 +170,31 @@ class FieldAwareModel(L.LightningModule):
             metric.update(scores if name == "logloss" else predictions, batch.labels)
             self.log(f"{prefix}{name}", metric, batch_size=len(batch), prog_bar=name in ("rmse", "auroc"))
 
+    def default_monitor(self) -> str:
+        """The validation metric that picks the best epoch and stops training early unless another is chosen:
+        ``val/auroc`` for a binary task, ``val/rmse`` for regression."""
+        return "val/auroc" if self.task == "binary" else "val/rmse"
+
+    def validation_metrics(self) -> list[str]:
+        """The names of the validation metrics this model logs, its loss included."""
+        return ["val/loss", *(f"val/{name}" for name in self.val_metrics)]
+
+    def metric_mode(self, name: str) -> Literal["min", "max"] | None:
+        """``max`` when a higher value of the validation metric ``name`` is better, ``min`` when a lower one is
+        (torchmetrics' ``higher_is_better``), ``None`` when the model does not log it.
+
+        >>> from lit_ifm.data.synthetic import synthetic_schema
+        >>> model = FieldAwareModel(synthetic_schema(), task="binary")
+        >>> model.metric_mode("val/auroc"), model.metric_mode("val/logloss"), model.metric_mode("val/accuracy")
+        ('max', 'min', None)
+        """
+        if name == "val/loss":
+            return "min"
+        metric = self.val_metrics[name[4:]] if name.startswith("val/") and name[4:] in self.val_metrics else None
+        if metric is None or metric.higher_is_better is None:
+            return None
+        return "max" if metric.higher_is_better else "min"
+
     def _make_metrics(self, prefix: str) -> nn.ModuleDict:
         metrics = {"rmse": torchmetrics.MeanSquaredError(squared=False)}
         if self.task == "binary":
@@ -248,6 +272,8 @@ class FieldAwareModel(L.LightningModule):
 
 class LogLoss(torchmetrics.MeanMetric):
     """Mean binary cross-entropy of logits against 0/1 labels."""
+
+    higher_is_better = False
 
     def update(self, logits: Tensor, labels: Tensor) -> None:  # type: ignore[override]
         super().update(F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none"))

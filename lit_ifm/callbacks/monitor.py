@@ -1,0 +1,97 @@
+"""The best checkpoint and early stopping, by the validation metric of the model's task unless told otherwise."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping as _LightningEarlyStopping
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lit_ifm.errors import ConfigError
+
+Mode = Literal["min", "max"]
+
+
+def resolve_monitor(pl_module: L.LightningModule, monitor: str | None, mode: Mode | None,
+                    owner: str) -> tuple[str, Mode]:
+    """The metric to watch and its direction: ``monitor`` or the model's :meth:`default_monitor`, and ``mode`` or
+    the direction the model gives that metric (:meth:`metric_mode`). A metric the model does not log is refused
+    with the list of those it does, unless ``mode`` is given (a metric logged some other way)."""
+    if monitor is None:
+        if not hasattr(pl_module, "default_monitor"):
+            raise ConfigError(f"{owner}: {type(pl_module).__name__} has no task metric; set monitor (and mode)")
+        monitor = pl_module.default_monitor()
+    if mode is not None:
+        return monitor, mode
+    found = pl_module.metric_mode(monitor) if hasattr(pl_module, "metric_mode") else None
+    if found is None:
+        known = ", ".join(pl_module.validation_metrics()) if hasattr(pl_module, "validation_metrics") else "none known"
+        raise ConfigError(f"monitor {monitor!r} is not a validation metric of {type(pl_module).__name__} "
+                          f"(task {getattr(pl_module, 'task', '?')}); choose one of {known}, or give mode (min or max) "
+                          "for a metric logged otherwise")
+    return monitor, found
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` keeping the best validation epoch by the task's metric: ``val/auroc``
+    (higher is better) for a binary task, ``val/rmse`` (lower is better) for regression, unless ``monitor`` names
+    another (``python -m lit_ifm fit --monitor val/logloss`` sets it on every callback that follows the task).
+
+    The metric is chosen in ``setup``, once the model (and so its task) is known.
+
+    Args:
+        monitor: the validation metric; default: the model's ``default_monitor()``.
+        mode: ``min`` or ``max``; default: the metric's direction (e.g. ``min`` for ``val/logloss``).
+        filename: the checkpoint's file name pattern (Lightning's ``ModelCheckpoint`` syntax).
+        dirpath: the folder; default: ``checkpoints/`` in the run's folder.
+        save_top_k: how many of the best epochs to keep.
+        verbose: say when a checkpoint is written.
+    """
+
+    def __init__(self, monitor: str | None = None, mode: Mode | None = None, filename: str = "best-{epoch}",
+                 dirpath: str | None = None, save_top_k: int = 1, verbose: bool = False):
+        super().__init__(dirpath=dirpath, filename=filename, monitor=monitor, mode=mode or "min",
+                         save_top_k=save_top_k, verbose=verbose)
+        self.requested_monitor, self.requested_mode = monitor, mode
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        assumed = self.mode  # what __init__ set kth_value for
+        self.monitor, self.mode = resolve_monitor(pl_module, self.requested_monitor, self.requested_mode,
+                                                  type(self).__name__)
+        if self.mode != assumed:  # the worst possible score of this direction is the one to beat
+            self.kth_value = torch.tensor(torch.inf if self.mode == "min" else -torch.inf)
+        super().setup(trainer, pl_module, stage)
+
+
+class EarlyStopping(_LightningEarlyStopping):
+    """Lightning's ``EarlyStopping`` on the task's metric, chosen as :class:`BestCheckpoint` chooses it.
+
+    Args:
+        monitor: the validation metric; default: the model's ``default_monitor()``.
+        mode: ``min`` or ``max``; default: the metric's direction.
+        patience: validation rounds without improvement before training stops.
+        min_delta: the least change that counts as an improvement.
+        verbose: say why training stopped.
+        stopping_threshold: stop at once when the metric reaches this value.
+        divergence_threshold: stop at once when the metric gets worse than this value.
+    """
+
+    def __init__(self, monitor: str | None = None, mode: Mode | None = None, patience: int = 4,
+                 min_delta: float = 0.0, verbose: bool = False, stopping_threshold: float | None = None,
+                 divergence_threshold: float | None = None):
+        super().__init__(monitor=monitor or "", mode=mode or "min", patience=patience, min_delta=min_delta,
+                         verbose=verbose, stopping_threshold=stopping_threshold,
+                         divergence_threshold=divergence_threshold)
+        self.requested_monitor, self.requested_mode = monitor, mode
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        assumed = self.mode
+        self.monitor, self.mode = resolve_monitor(pl_module, self.requested_monitor, self.requested_mode,
+                                                  type(self).__name__)
+        if self.mode != assumed:  # what Lightning's __init__ derives from the mode, for this one (a resumed run
+            # restores best_score from its checkpoint after setup)
+            self.min_delta = -self.min_delta
+            self.best_score = torch.tensor(torch.inf if self.mode == "min" else -torch.inf)
+        super().setup(trainer, pl_module, stage)
