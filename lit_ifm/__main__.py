@@ -7,22 +7,26 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import torch
 import yaml
 from jsonargparse import Namespace
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from lit_ifm.callbacks.divergence import DivergenceGuard
-from lit_ifm.callbacks.field_importance import run_file_name
 from lit_ifm.callbacks.monitor import BestCheckpoint, EarlyStopping
+from lit_ifm.callbacks.predictions import PredictionWriter
+from lit_ifm.callbacks.progress import LineProgress
 from lit_ifm.checkpoints import check_model_class, import_class, read_checkpoint
 from lit_ifm.data import FieldAwareDataModule
 from lit_ifm.errors import ConfigError, UserError
 from lit_ifm.models import FieldAwareModel
+from lit_ifm.noise import silence_known_noise
+from lit_ifm.runs import new_run_folder, run_folder
 
 _PACKAGE = Path(__file__).resolve().parent
 _COMMANDS = ("fit", "validate", "test", "predict")
 RUN_KEY = "lit_ifm_run"  # in a checkpoint: what a resumed fit needs to continue that run
-_RUN_FOLDER_VARIABLE = "LIT_IFM_RUN_FOLDER"  # the folder rank 0 chose, for the DDP ranks Lightning starts
 
 
 def default_config_files() -> list[str]:
@@ -34,13 +38,21 @@ def default_config_files() -> list[str]:
 
 
 class LoggedConfig(SaveConfigCallback):
-    """Saves ``config.yaml`` and hands the same resolved, nested config to the logger, with the model's
-    parameter count; models and data modules keep their own hyper-parameters out of the logger, so
-    nothing is logged twice."""
+    """Saves ``config.yaml`` in the run's folder, next to its ``checkpoints/``, and hands the same resolved, nested
+    config to the logger, with the model's parameter count; models and data modules keep their own
+    hyper-parameters out of the logger, so nothing is logged twice."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        self.config_filename = run_file_name(trainer, "config", ".yaml")  # W&B runs share runs/
-        super().setup(trainer, pl_module, stage)
+        # Lightning's own setup writes to trainer.log_dir, which W&B shares between runs (its save_dir).
+        if self.already_saved:
+            return
+        folder = run_folder(trainer)
+        if trainer.is_global_zero:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / self.config_filename).write_text(self.parser.dump(self.config, skip_none=False))
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         if trainer.logger is None:
@@ -55,26 +67,6 @@ class LoggedConfig(SaveConfigCallback):
         folder = Path(saving.dirpath).parent if saving is not None and saving.dirpath else trainer.default_root_dir
         version = trainer.logger.version if trainer.logger else None
         checkpoint[RUN_KEY] = {"folder": str(folder), "logger_version": version}
-
-
-def new_run_folder(root: str | Path) -> str:
-    """A new folder ``<root>/run-<n>`` for a run without a logger, made at once so that no other run takes it."""
-    inherited = os.environ.get(_RUN_FOLDER_VARIABLE)
-    if inherited and int(os.environ.get("LOCAL_RANK", "0")) > 0:  # a DDP rank Lightning started: rank 0 chose
-        return inherited
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    taken = [int(p.name[4:]) for p in root.glob("run-*") if p.name[4:].isdigit()]
-    number = max(taken, default=-1) + 1
-    while True:
-        folder = root / f"run-{number}"
-        try:
-            folder.mkdir()
-        except FileExistsError:  # another run started at the same moment
-            number += 1
-            continue
-        os.environ[_RUN_FOLDER_VARIABLE] = str(folder)
-        return str(folder)
 
 
 def follow_monitor(callbacks: list | None, monitor: str) -> None:
@@ -108,6 +100,9 @@ class LitIFMCLI(LightningCLI):
                             help="the validation metric that picks the best checkpoint and stops training early, "
                                  "e.g. val/logloss (default: the task's, val/auroc for binary, val/rmse for "
                                  "regression)")
+        parser.add_argument("--threads", type=Optional[int], default=None,
+                            help="CPU threads torch computes with (default: torch's, one per core, or "
+                                 "$OMP_NUM_THREADS)")
 
     def _parse_ckpt_path(self) -> None:
         """Checks ``--ckpt_path`` before any data is read or W&B starts: a readable lit_ifm checkpoint of the
@@ -144,8 +139,21 @@ class LitIFMCLI(LightningCLI):
         trainer = config.trainer
         if config.monitor:
             follow_monitor(trainer.callbacks, config.monitor)
+        if config.threads:
+            torch.set_num_threads(config.threads)
         if not trainer.logger and not self._continues_run:  # a logger gives each run its folder; give one here
             trainer.default_root_dir = new_run_folder(trainer.default_root_dir or os.getcwd())
+
+    def instantiate_trainer(self, **kwargs):
+        settings = self._get(self.config_init, "trainer", default={})
+        callbacks = settings.get("callbacks") or []
+        if settings.get("enable_progress_bar") is not False and not sys.stdout.isatty() and \
+                not any(isinstance(callback, ProgressBar) for callback in callbacks):
+            kwargs["callbacks"] = [*callbacks, LineProgress()]  # a line per epoch, not a bar redrawn into a file
+        trainer = super().instantiate_trainer(**kwargs)
+        if self.subcommand == "predict" and not any(isinstance(c, PredictionWriter) for c in trainer.callbacks):
+            trainer.callbacks.append(PredictionWriter())  # predict writes a file by default, and says where
+        return trainer
 
     def after_fit(self) -> None:
         """Report test metrics of the best validation checkpoint, as the paper's protocol does."""
@@ -155,6 +163,13 @@ class LitIFMCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> LitIFMCLI:
+    """``python -m lit_ifm``: LightningCLI with lit_ifm's defaults (``cli.yaml``), and any mistake in the data or
+    the settings reported as one line ``lit-ifm: error: ...`` with exit code 2.
+
+    Args:
+        args: the command line, e.g. ``["fit", "--config", "recipes/fm_frappe.yaml"]``; default ``sys.argv``.
+    """
+    silence_known_noise()
     try:
         return _cli(args)
     except Exception as error:

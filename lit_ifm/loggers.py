@@ -97,6 +97,8 @@ class WandbLogger(_LightningWandbLogger):
         os.makedirs(save_dir, exist_ok=True)
         super().__init__(name=name, save_dir=save_dir, project=project, log_model=log_model and resolved == "online",
                          mode=resolved, entity=entity, group=group, tags=tags, version=version)
+        # Lightning passes anonymous=None, which W&B >= 0.22 answers with a warning that the setting does nothing.
+        self._wandb_init.pop("anonymous", None)
         self.mode = resolved
 
     @property

@@ -19,8 +19,8 @@ def test_fit_one_epoch_on_synthetic_data_then_test(tmp_path):
     assert checkpoints == ["best-epoch=0.ckpt", "last.ckpt"]
     assert "W&B logging offline (from WANDB_MODE)" in result.stderr + result.stdout
     assert len(list(tmp_path.glob("runs/wandb/offline-run-*/run-*.wandb"))) == 1
-    run_id = next(tmp_path.glob("runs/lit_ifm/*/checkpoints")).parent.name
-    assert (tmp_path / "runs" / f"config-{run_id}.yaml").is_file()
+    run = next(tmp_path.glob("runs/lit_ifm/*/checkpoints")).parent
+    assert (run / "config.yaml").is_file()
 
 
 def test_the_logger_receives_the_nested_config_and_the_parameter_count(tmp_path, monkeypatch):

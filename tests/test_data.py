@@ -293,3 +293,20 @@ def test_device_resident_data_trains_where_the_model_is(tmp_path):
     trainer.fit(FM(module.schema, embedding_dim=4), datamodule=module)
     assert module._datasets["train"].labels.device == trainer.strategy.root_device
     assert trainer.callback_metrics["val/rmse"].isfinite()
+
+
+def test_the_data_report_shows_the_schema_and_what_encoding_changed(tmp_path):
+    for split, frame in mixed_frames().items():
+        write_table(frame, tmp_path / f"{split}.csv")
+    module = FieldAwareDataModule(str(tmp_path), task="binary", categorical=["user"], numeric=["price"],
+                                  multi_valued={"tags": "|"}, label="clicked", min_count=2)
+    head, *table, note = module.summary.splitlines()
+    assert head == (f"lit_ifm data from {tmp_path}, task binary: train 6, validation 2, test 1 rows; 66.7% of the "
+                    "training labels positive; 3 fields in 5 slots, 8 feature ids")
+    assert table == [
+        "  field  kind                     slots  values  below min_count  OOV validation  OOV test  truncated rows",
+        "  user   categorical                  1       2                1               1         0               -",
+        "  price  numeric                      1       -                -               -         -               -",
+        "  tags   multi, split on '|' (3)      3       3                0               1         0          test 1",
+    ]
+    assert "out-of-vocabulary id" in note

@@ -147,7 +147,7 @@ def test_field_importance_is_reported_as_csv_and_on_wandb(tmp_path):
     run = trainer(tmp_path, logger=logger, max_epochs=1, callbacks=[FieldImportanceReport()])
     run.fit(IFM(data.schema, embedding_dim=8), datamodule=data)
     logger.experiment.finish()
-    table = pd.read_csv(tmp_path / f"field_pair_importance-{logger.version}.csv")
+    table = pd.read_csv(tmp_path / "lit_ifm" / logger.version / "field_pair_importance.csv")  # the run's folder
     assert len(table) == 45 and abs(table.share.sum() - 1) < 1e-6
     assert table.norm.is_monotonic_decreasing
     assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/field_pair_importance_heatmap*.png"))

@@ -2,6 +2,7 @@ from lit_ifm.callbacks.divergence import DivergenceGuard
 from lit_ifm.callbacks.field_importance import FieldImportanceReport
 from lit_ifm.callbacks.monitor import BestCheckpoint, EarlyStopping
 from lit_ifm.callbacks.predictions import PredictionWriter
+from lit_ifm.callbacks.progress import LineProgress
 from lit_ifm.callbacks.sampler import InteractionSampler
 from lit_ifm.callbacks.throughput import TrainingThroughput
 
@@ -11,6 +12,7 @@ __all__ = [
     "EarlyStopping",
     "FieldImportanceReport",
     "InteractionSampler",
+    "LineProgress",
     "PredictionWriter",
     "TrainingThroughput",
 ]

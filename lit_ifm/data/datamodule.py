@@ -66,9 +66,12 @@ def _already_batched(batch: FieldBatch) -> FieldBatch:
 
 @dataclass
 class PreparedData:
+    """What preparing a source gives: the schema, the encoded splits, the counted changes and the printed summary."""
+
     schema: FieldSchema
     splits: dict[str, encoding.EncodedSplit]
     report: list[str]
+    summary: str
 
 
 class FieldAwareDataModule(L.LightningDataModule):
@@ -172,13 +175,19 @@ class FieldAwareDataModule(L.LightningDataModule):
     def prepared(self) -> PreparedData:
         if self._prepared is None:
             self._prepared = self._prepare()
-            rank_zero_info(f"lit_ifm data from {self.source}: " + "; ".join(self._prepared.report))
+            rank_zero_info(self._prepared.summary)
         return self._prepared
 
     @property
     def report(self) -> list[str]:
         """What preparing the data counted: rows per split, out-of-vocabulary and truncated values."""
         return self.prepared.report
+
+    @property
+    def summary(self) -> str:
+        """What was loaded, as printed when the data is first prepared: rows per split and the labels, then the
+        schema, one line per field (see :meth:`~lit_ifm.data.encoding.EncodingReport.table`)."""
+        return self.prepared.summary
 
     def prepare_data(self) -> None:
         # Lightning's download hook, for code that uses this module without the CLI. Under the CLI the
@@ -237,7 +246,20 @@ class FieldAwareDataModule(L.LightningDataModule):
         train_labels = splits["train"].labels
         schema = FieldSchema(schema_fields, num_features, (float(train_labels.min()), float(train_labels.max())))
         lines = [f"{split}: {len(data)} rows" for split, data in splits.items()] + report.lines()
-        return PreparedData(schema, splits, lines)
+        return PreparedData(schema, splits, lines, self._summary(schema, splits, report))
+
+    def _summary(self, schema: FieldSchema, splits: dict[str, encoding.EncodedSplit],
+                 report: encoding.EncodingReport) -> str:
+        train = splits["train"].labels
+        if self.task == "binary":
+            labels = f"{train.mean():.1%} of the training labels positive"
+        else:
+            labels = f"labels from {train.min():g} to {train.max():g}" + (
+                " (0/1 read as -1/+1)" if self.hparams.signed_labels else "")
+        rows = ", ".join(f"{split} {len(data):,}" for split, data in splits.items())
+        head = (f"lit_ifm data from {self.source}, task {self.task}: {rows} rows; {labels}; {schema.num_fields} "
+                f"fields in {schema.num_slots} slots, {schema.num_features:,} feature ids")
+        return "\n".join([head, *(f"  {line}" for line in report.table(schema.fields))])
 
     def _column_specs(self) -> list[encoding.ColumnSpec]:
         hp = self.hparams

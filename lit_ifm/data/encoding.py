@@ -46,6 +46,43 @@ class EncodingReport:
     rare_features: Counter = field(default_factory=Counter)  # field -> training values below min_count
     unseen_values: Counter = field(default_factory=Counter)  # (split, field) -> values mapped to the OOV id
     truncated_rows: Counter = field(default_factory=Counter)  # (split, field) -> rows with more values than slots
+    multi_splits: dict = field(default_factory=dict)  # multi-valued field -> (separator, longest training row)
+
+    def table(self, fields: list[Field] | tuple[Field, ...]) -> list[str]:
+        """The schema as a table, one line per field: its kind (a multi-valued field's separator and longest
+        training row), slots, known values, and what encoding changed: distinct training values below ``min_count``,
+        validation and test values unseen in training (both mapped to the out-of-vocabulary id), rows with more
+        values than slots (truncated).
+
+        >>> report = EncodingReport(multi_splits={"tags": ("|", 4)})
+        >>> report.unseen_values[("test", "user")] = 2
+        >>> report.truncated_rows[("train", "tags")] = 1
+        >>> print("\\n".join(report.table([Field("user", "categorical", 5, 1, 4), Field("tags", "multi", 7, 3, 11)])))
+        field  kind                     slots  values  below min_count  OOV validation  OOV test  truncated rows
+        user   categorical                  1       4                0               0         2               -
+        tags   multi, split on '|' (4)      3       6                0               0         0         train 1
+        (below min_count: training values; OOV: others unseen in training; all read as the field's out-of-vocabulary id)
+        """
+        header = ["field", "kind", "slots", "values", "below min_count", "OOV validation", "OOV test",
+                  "truncated rows"]
+        lines = [header]
+        for item in fields:
+            kind = item.kind
+            if item.name in self.multi_splits:
+                separator, longest = self.multi_splits[item.name]
+                kind = f"multi, split on {separator!r} ({longest})"
+            truncated = ", ".join(f"{split} {self.truncated_rows[(split, item.name)]}" for split in
+                                  ("train", "validation", "test") if self.truncated_rows[(split, item.name)])
+            counted = [str(self.rare_features[item.name]), str(self.unseen_values[("validation", item.name)]),
+                       str(self.unseen_values[("test", item.name)])]
+            lines.append([item.name, kind, str(item.slots),
+                          "-" if item.kind == "numeric" else str(item.vocabulary_size - 1),
+                          *(["-"] * 3 if item.kind == "numeric" else counted), truncated or "-"])
+        widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
+        table = ["  ".join(value.ljust(width) if column < 2 else value.rjust(width)
+                           for column, (value, width) in enumerate(zip(line, widths))).rstrip() for line in lines]
+        return [*table, "(below min_count: training values; OOV: others unseen in training; all read as the field's "
+                        "out-of-vocabulary id)"]
 
     def lines(self) -> list[str]:
         lines = []
@@ -324,6 +361,7 @@ class TableVocabulary:
                 tokens = pc.filter(tokens, pc.not_equal(tokens, ""))
                 longest = int(np.nan_to_num(lengths, nan=0).max()) if len(lengths) else 1
                 self.slots.append(max(1, min(longest, max_values or longest)))
+                report.multi_splits[spec.name] = (spec.separator, longest)
                 values = tokens
             else:
                 self.slots.append(1)
