@@ -1,8 +1,15 @@
-"""lit_ifm: Interaction-aware Factorization Machines and their baselines for PyTorch Lightning."""
+"""lit_ifm: Interaction-aware Factorization Machines and their baselines for PyTorch Lightning.
 
-from lit_ifm import data, models
+What another package may build on is listed in ``__all__`` (models, the data module and its types, callbacks,
+errors); the submodules ``lit_ifm.layers``, ``lit_ifm.models.ifm``, ``lit_ifm.data.encoding``, ``lit_ifm.runs`` and
+``lit_ifm.loggers`` hold the pieces they are made of. Names that start with ``_`` are not part of it.
+"""
+
+from lit_ifm import callbacks, data, errors, models
+from lit_ifm.callbacks import *  # noqa: F403  (checkpointing, early stopping, sampling, reports, predictions)
 from lit_ifm.data import *  # noqa: F403  (the data module, its schema and batch types)
-from lit_ifm.models import *  # noqa: F403  (every model)
+from lit_ifm.errors import *  # noqa: F403  (the mistakes reported as one line)
+from lit_ifm.models import *  # noqa: F403  (every model and the bases to subclass)
 
 __version__ = "0.1.0"
-__all__ = [*data.__all__, *models.__all__]
+__all__ = sorted({*data.__all__, *models.__all__, *callbacks.__all__, *errors.__all__})

@@ -162,16 +162,19 @@ class LitIFMCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
-def main(args: list[str] | None = None) -> LitIFMCLI:
+def main(args: list[str] | None = None,
+         data_module: type[FieldAwareDataModule] = FieldAwareDataModule) -> LitIFMCLI:
     """``python -m lit_ifm``: LightningCLI with lit_ifm's defaults (``cli.yaml``), and any mistake in the data or
     the settings reported as one line ``lit-ifm: error: ...`` with exit code 2.
 
     Args:
         args: the command line, e.g. ``["fit", "--config", "recipes/fm_frappe.yaml"]``; default ``sys.argv``.
+        data_module: the data module the command line configures (``--data.*``): another package's subclass of
+            :class:`FieldAwareDataModule` (its constructor keeps a ``task`` argument, linked to the model's).
     """
     silence_known_noise()
     try:
-        return _cli(args)
+        return _cli(args, data_module)
     except Exception as error:
         cause = _user_error(error)
         if cause is None:
@@ -188,10 +191,10 @@ def _user_error(error: BaseException | None) -> UserError | None:
     return error
 
 
-def _cli(args: list[str] | None) -> LitIFMCLI:
+def _cli(args: list[str] | None, data_module: type[FieldAwareDataModule]) -> LitIFMCLI:
     return LitIFMCLI(
         FieldAwareModel,
-        FieldAwareDataModule,
+        data_module,
         subclass_mode_model=True,
         auto_configure_optimizers=False,  # the model's own optimizer arguments are the one way to set it
         parser_kwargs={command: {"default_config_files": default_config_files()} for command in _COMMANDS},

@@ -51,6 +51,7 @@ def model_class_path(checkpoint: dict) -> str | None:
 
 
 def import_class(class_path: str) -> type | None:
+    """The class a dotted path names (``lit_ifm.FM``), or None when it cannot be imported."""
     module, _, name = class_path.rpartition(".")
     try:
         return getattr(importlib.import_module(module), name)

@@ -3,6 +3,8 @@ and exits with code 2 for any of them, so each message says what was wrong, wher
 
 from __future__ import annotations
 
+__all__ = ["CheckpointError", "ConfigError", "DataError", "TrainingDiverged", "UserError"]
+
 
 class UserError(ValueError):
     """A mistake in what the user gave (data, checkpoint, configuration), or a run that cannot go on."""

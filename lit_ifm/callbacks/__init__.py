@@ -1,3 +1,5 @@
+"""Callbacks that python -m lit_ifm uses and that any Lightning Trainer can take."""
+
 from lit_ifm.callbacks.divergence import DivergenceGuard
 from lit_ifm.callbacks.field_importance import FieldImportanceReport
 from lit_ifm.callbacks.monitor import BestCheckpoint, EarlyStopping

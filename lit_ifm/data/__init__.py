@@ -1,3 +1,5 @@
+"""From rows (libFM, tables, the Hub, synthetic, a source of your own) to typed batches."""
+
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.datamodule import FieldAwareDataModule
 from lit_ifm.data.schema import Field, FieldSchema

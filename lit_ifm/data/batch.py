@@ -39,9 +39,11 @@ class FieldBatch:
         return self.feature_values != 0
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> FieldBatch:
+        """The batch on ``device`` (what Lightning calls to move it)."""
         return FieldBatch(*(t.to(device, non_blocking=non_blocking) for t in self._tensors()))
 
     def pin_memory(self) -> FieldBatch:
+        """The batch in pinned host memory, for faster copies to a GPU (``DataLoader(pin_memory=True)``)."""
         return FieldBatch(*(t.pin_memory() for t in self._tensors()))
 
     def _tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import datasets
 import lightning as L
 import numpy as np
 import torch
@@ -147,6 +148,9 @@ class FieldAwareDataModule(L.LightningDataModule):
         predict_split: Literal["train", "validation", "test"] = "test",
         synthetic: SyntheticConfig = SyntheticConfig(),
     ):
+        # This class's own arguments, also when a subclass with other arguments calls it (the CLI would otherwise
+        # give save_hyperparameters the subclass's alone, and hparams would lack these).
+        arguments = {name: value for name, value in locals().items() if name not in ("self", "__class__")}
         super().__init__()
         if positive_threshold is not None and task != "binary":
             raise ConfigError("positive_threshold turns labels into 0/1 for task binary; the regression task uses "
@@ -158,7 +162,7 @@ class FieldAwareDataModule(L.LightningDataModule):
         if device_resident and (num_workers or pin_memory):
             raise ConfigError("device_resident batches are gathered on the accelerator: set num_workers=0 and "
                               "pin_memory=false")
-        self.save_hyperparameters(logger=False)  # the CLI logs the whole resolved config instead
+        self.save_hyperparameters(arguments, logger=False)  # the CLI logs the whole resolved config instead
         self.synthetic = synthetic
         self.source = str(source)
         self.task = task
@@ -169,10 +173,12 @@ class FieldAwareDataModule(L.LightningDataModule):
 
     @property
     def schema(self) -> FieldSchema:
+        """The data's fields and sizes, which size the model (the CLI links it to ``model.schema``)."""
         return self.prepared.schema
 
     @property
     def prepared(self) -> PreparedData:
+        """The encoded splits, schema and report, prepared once (the first use reads and encodes the source)."""
         if self._prepared is None:
             self._prepared = self._prepare()
             rank_zero_info(self._prepared.summary)
@@ -188,6 +194,21 @@ class FieldAwareDataModule(L.LightningDataModule):
         """What was loaded, as printed when the data is first prepared: rows per split and the labels, then the
         schema, one line per field (see :meth:`~lit_ifm.data.encoding.EncodingReport.table`)."""
         return self.prepared.summary
+
+    def load_rows(self) -> datasets.Dataset | dict[str, datasets.Dataset] | None:
+        """The rows of a source of your own: a subclass overrides this to return one ``datasets.Dataset`` (split
+        70/20/10 at random with ``split_seed``) or a dict of ``train``, ``validation`` and ``test`` datasets, with
+        the columns the field spec (``categorical``, ``numeric``, ``multi_valued``) names and the ``label``
+        column. They are then encoded as files are: vocabularies from the training rows, out-of-vocabulary ids,
+        the report. ``None``, the default, reads ``source``.
+
+        >>> class Ratings(FieldAwareDataModule):
+        ...     def load_rows(self):
+        ...         return datasets.Dataset.from_dict({"user": ["a", "b"] * 20, "label": [1.0, 0.0] * 20})
+        >>> Ratings(source="ratings", task="binary", categorical=["user"]).schema.field_names
+        ('user',)
+        """
+        return None
 
     def prepare_data(self) -> None:
         # Lightning's download hook, for code that uses this module without the CLI. Under the CLI the
@@ -219,7 +240,18 @@ class FieldAwareDataModule(L.LightningDataModule):
         hp = self.hparams
         report = encoding.EncodingReport()
         rng = np.random.default_rng(hp.split_seed)
-        if self.source == "synthetic":
+        own_rows = self.load_rows()
+        if own_rows is not None:
+            origin = Path(f"{type(self).__name__}.load_rows")
+            if isinstance(own_rows, dict):
+                if sorted(own_rows) != sorted(SPLITS):
+                    raise DataError(f"{origin}: returned splits {sorted(own_rows)}; expected {list(SPLITS)}, or one "
+                                    "table to split at random")
+                tables, origins = own_rows, {split: SplitOrigin(origin) for split in SPLITS}
+            else:
+                tables, origins = self._random_split(own_rows, origin, rng)
+            splits, schema_fields, num_features = self._encode_tables(tables, origins, self._column_specs(), report)
+        elif self.source == "synthetic":
             columns = [encoding.ColumnSpec(name, "categorical") for name in self.synthetic.field_names]
             tables, origins = self._random_split(self.synthetic.generate(self.task), Path("synthetic"), rng)
             splits, schema_fields, num_features = self._encode_tables(tables, origins, columns, report)

@@ -85,6 +85,7 @@ class EncodingReport:
                         "out-of-vocabulary id)"]
 
     def lines(self) -> list[str]:
+        """What encoding changed, one line per kind of change and split, with counts by field."""
         lines = []
         if sum(self.rare_features.values()):
             lines.append(f"training values below min_count, mapped to out-of-vocabulary ids: {_by_field(self.rare_features)}")
@@ -198,6 +199,7 @@ class _LibFMParser:
 
 
 def count_libfm_fields(path: Path) -> int:
+    """The number of fields of a positional libFM file: the features on its first line."""
     with path.open("rb") as lines:
         first_line = lines.readline()
     try:
@@ -254,12 +256,15 @@ class LibFMVocabulary:
 
     @property
     def num_features(self) -> int:
+        """Feature ids in all: the kept training ids, then one out-of-vocabulary id per field."""
         return self.size + len(self.field_names)
 
     def oov_id(self, position: int) -> int:
+        """The out-of-vocabulary id of the field at ``position``."""
         return self.size + position
 
     def fields(self) -> list[Field]:
+        """The schema's fields: one categorical field per position, with its vocabulary's size and fingerprint."""
         fields = []
         for position, name in enumerate(self.field_names):
             own = (self.owner == position) & (self.dense >= 0)
@@ -268,6 +273,8 @@ class LibFMVocabulary:
         return fields
 
     def encode(self, raw_ids: np.ndarray, origin: SplitOrigin, split: str) -> np.ndarray:
+        """Dense ids ``(N, F)`` for a split's raw libFM ids; unseen ones map to their field's out-of-vocabulary
+        id (counted in the report outside training)."""
         encoded = np.empty_like(raw_ids)
         for position, name in enumerate(self.field_names):
             column = raw_ids[:, position]
@@ -374,6 +381,7 @@ class TableVocabulary:
         self.num_features = offset
 
     def fields(self) -> list[Field]:
+        """The schema's fields, in the order of the field spec, with sizes, slots and fingerprints."""
         fields = []
         for spec, vocabulary, slots, offset in zip(self.columns, self.vocabularies, self.slots, self.offsets):
             values = [] if vocabulary is None else vocabulary.to_pylist()
@@ -384,10 +392,13 @@ class TableVocabulary:
 
     @property
     def num_slots(self) -> int:
+        """Slots of a row: one per categorical or numeric field, ``slots`` per multi-valued field."""
         return sum(self.slots)
 
     def encode(self, dataset: datasets.Dataset, origin: SplitOrigin, split: str,
                labelled: bool = True) -> tuple[np.ndarray, ...]:
+        """Ids ``(N, S)``, values ``(N, S)`` and labels ``(N,)`` of a split; unseen values and truncated rows are
+        counted in the report."""
         check_columns(dataset.column_names, self.columns, self.label if labelled else None, origin.path)
         width = self.num_slots
         encoded = dataset.with_format("arrow").map(
@@ -418,6 +429,7 @@ class TableVocabulary:
 
 
 def check_columns(available: list[str], columns: list[ColumnSpec], label: str | None, path: Path) -> None:
+    """Refuses a field spec or label that names a column the file lacks, or a label also named as a field."""
     for spec in columns:
         if spec.name not in available:
             raise DataError(f"{path.name}: column {spec.name!r} of the field spec ({spec.kind}) is not in the "

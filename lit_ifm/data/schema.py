@@ -59,10 +59,12 @@ class FieldSchema:
 
     @property
     def num_fields(self) -> int:
+        """n, the number of fields."""
         return len(self.fields)
 
     @property
     def field_names(self) -> tuple[str, ...]:
+        """The fields' names, in slot order."""
         return tuple(field.name for field in self.fields)
 
     @property
@@ -72,10 +74,12 @@ class FieldSchema:
 
     @property
     def num_slots(self) -> int:
+        """S, the slots of a row: one per single-valued field, ``slots`` per multi-valued one."""
         return len(self.slot_fields)
 
     @property
     def padding_id(self) -> int:
+        """The feature id of an empty slot (its value is always 0): ``num_features``."""
         return self.num_features
 
     def _key(self) -> tuple:

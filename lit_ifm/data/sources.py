@@ -32,6 +32,7 @@ class SourceFiles:
 
     @property
     def has_splits(self) -> bool:
+        """True for a train/validation/test layout, False for one file to split at random."""
         return "train" in self.files
 
 
@@ -58,6 +59,7 @@ class SplitOrigin:
     file_rows: np.ndarray | None = None
 
     def where(self, row: int) -> str:
+        """Where row ``row`` of the split stands in its file, e.g. ``all.csv line 11``."""
         return line_of(self.path, row if self.file_rows is None else int(self.file_rows[row]))
 
 
@@ -110,6 +112,7 @@ def _layout_of(path: Path, strict: bool = True) -> str:
 
 
 def is_hub_id(source: str) -> bool:
+    """Whether ``source`` names a HuggingFace Hub dataset (``owner/name``) rather than a local path."""
     return bool(_HUB_ID.match(source)) and not Path(source).exists()
 
 
@@ -229,4 +232,5 @@ def _load(builder: str, path: Path, cache_dir: str | None, **options) -> dataset
 
 
 def default_cache_dir() -> str | None:
+    """Where ``datasets`` caches parsed files unless ``cache_dir`` says: ``$LIT_IFM_CACHE``, else its own default."""
     return os.environ.get("LIT_IFM_CACHE")

@@ -44,9 +44,11 @@ class SyntheticConfig:
 
     @property
     def field_names(self) -> tuple[str, ...]:
+        """``f0, f1, ...``: the generated fields' names."""
         return tuple(f"f{index}" for index in range(self.num_fields))
 
     def generate(self, task: str) -> datasets.Dataset:
+        """The rows for ``task`` (``regression`` or ``binary``), as a ``datasets.Dataset`` with a ``label`` column."""
         for pair in self.planted_pairs:
             if len(pair) != 2 or pair[0] == pair[1] or not all(0 <= f < self.num_fields for f in pair):
                 raise ValueError(f"planted pair {pair} must name two different fields in 0..{self.num_fields - 1}")

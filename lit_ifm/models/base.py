@@ -123,12 +123,14 @@ class FieldAwareModel(L.LightningModule):
     # --- loss, metrics, steps -----------------------------------------------------------------------
 
     def loss(self, scores: Tensor, labels: Tensor) -> Tensor:
+        """The training loss of raw scores: binary cross-entropy on logits for ``binary``, MSE for ``regression``."""
         scores = scores.float()
         if self.task == "binary":
             return F.binary_cross_entropy_with_logits(scores, labels)
         return F.mse_loss(scores, labels)
 
     def regularization(self) -> Tensor:
+        """``sum lambda * ||p||^2`` over the parameters ``l2_regularization`` names by prefix."""
         penalty = self.bias.new_zeros(())
         for prefix, strength in (self.hparams.l2_regularization or {}).items():
             for name, parameter in self.named_parameters():
