@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO
+from helpers import run_main
 
 from lit_ifm.__main__ import main
 
-RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
+OVERLAYS = [REPO / "recipes" / "cpu.yaml"]  # settings stacked after a recipe, not recipes of their own
+RECIPES = sorted(path for path in (REPO / "recipes").glob("*.yaml") if path not in OVERLAYS)
 
 
 def tiny_ml_tag(folder: Path, rows: int = 300) -> Path:
@@ -62,3 +64,16 @@ def test_a_recipe_that_lists_callbacks_keeps_every_default_one():
         callbacks = (yaml.safe_load(recipe.read_text()).get("trainer") or {}).get("callbacks")
         if callbacks is not None:
             assert callbacks[: len(defaults)] == defaults, recipe.name
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: path.stem)
+def test_the_cpu_setting_stacks_after_every_recipe(recipe, tmp_path, capsys):
+    with pytest.raises(SystemExit) as printed:
+        run_main(tmp_path, "fit", "--config", str(recipe), "--config", str(REPO / "recipes" / "cpu.yaml"),
+                 "--print_config")
+    assert printed.value.code == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    own = yaml.safe_load(recipe.read_text())
+    assert config["model"]["class_path"] == own["model"]["class_path"]  # the recipe's model and protocol stay
+    assert config["model"]["init_args"]["embedding_dim"] == 64 and config["data"]["batch_size"] == 1024
+    assert config["data"]["source"] == own["data"]["source"]
