@@ -304,9 +304,9 @@ def test_the_data_report_shows_the_schema_and_what_encoding_changed(tmp_path):
     assert head == (f"lit_ifm data from {tmp_path}, task binary: train 6, validation 2, test 1 rows; 66.7% of the "
                     "training labels positive; 3 fields in 5 slots, 8 feature ids")
     assert table == [
-        "  field  kind                     slots  values  below min_count  OOV validation  OOV test  truncated rows",
-        "  user   categorical                  1       2                1               1         0               -",
-        "  price  numeric                      1       -                -               -         -               -",
-        "  tags   multi, split on '|' (3)      3       3                0               1         0          test 1",
+        "  field  kind                            slots  values  below min_count  OOV validation  OOV test  truncated rows",
+        "  user   categorical                         1       2                1               1         0               -",
+        "  price  numeric                             1       -                -               -         -               -",
+        "  tags   multi, split on '|', longest 3      3       3                0               1         0          test 1",
     ]
     assert "out-of-vocabulary id" in note

@@ -86,7 +86,7 @@ def test_your_own_data(tmp_path):
     for command in found:
         result = run([*command, *FAST, "--trainer.logger", "false"], tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
-        assert re.search(r"^  genres +multi, split on '\|' \(2\) +2 ", result.stderr, re.M)  # in the data report
+        assert re.search(r"^  genres +multi, split on '\|', longest 2 +2 ", result.stderr, re.M)  # in the data report
         assert "test/auroc" in result.stdout
 
 

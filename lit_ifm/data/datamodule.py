@@ -286,7 +286,7 @@ class FieldAwareDataModule(L.LightningDataModule):
         if self.task == "binary":
             labels = f"{train.mean():.1%} of the training labels positive"
         else:
-            labels = f"labels from {train.min():g} to {train.max():g}" + (
+            labels = f"labels from {train.min():.4g} to {train.max():.4g}" + (
                 " (0/1 read as -1/+1)" if self.hparams.signed_labels else "")
         rows = ", ".join(f"{split} {len(data):,}" for split, data in splits.items())
         head = (f"lit_ifm data from {self.source}, task {self.task}: {rows} rows; {labels}; {schema.num_fields} "

@@ -58,9 +58,9 @@ class EncodingReport:
         >>> report.unseen_values[("test", "user")] = 2
         >>> report.truncated_rows[("train", "tags")] = 1
         >>> print("\\n".join(report.table([Field("user", "categorical", 5, 1, 4), Field("tags", "multi", 7, 3, 11)])))
-        field  kind                     slots  values  below min_count  OOV validation  OOV test  truncated rows
-        user   categorical                  1       4                0               0         2               -
-        tags   multi, split on '|' (4)      3       6                0               0         0         train 1
+        field  kind                            slots  values  below min_count  OOV validation  OOV test  truncated rows
+        user   categorical                         1       4                0               0         2               -
+        tags   multi, split on '|', longest 4      3       6                0               0         0         train 1
         (below min_count: training values; OOV: others unseen in training; all read as the field's out-of-vocabulary id)
         """
         header = ["field", "kind", "slots", "values", "below min_count", "OOV validation", "OOV test",
@@ -70,7 +70,7 @@ class EncodingReport:
             kind = item.kind
             if item.name in self.multi_splits:
                 separator, longest = self.multi_splits[item.name]
-                kind = f"multi, split on {separator!r} ({longest})"
+                kind = f"multi, split on {separator!r}, longest {longest}"
             truncated = ", ".join(f"{split} {self.truncated_rows[(split, item.name)]}" for split in
                                   ("train", "validation", "test") if self.truncated_rows[(split, item.name)])
             counted = [str(self.rare_features[item.name]), str(self.unseen_values[("validation", item.name)]),
