@@ -100,16 +100,16 @@ def ifm_pairs_by_loops(model, ids, x, same_field_pairs):
             for (i, j), t, e in zip(pairs, weights, vectors)]
 
 
-def pooled_by_loops(model, pooled):
+def pooled_by_loops(pooling, pooled):
     """G_IFM from the pooled K-vector: its sum, through the batch norm's inference map when there is one."""
-    norm = model.pooling.norm
+    norm = pooling.norm
     if norm is not None:
         pooled = norm.weight * (pooled - norm.running_mean) / (norm.running_var + norm.eps).sqrt() + norm.bias
     return pooled.sum()
 
 
 def ifm_by_loops(model, batch, same_field_pairs):
-    return torch.stack([linear_part(model, ids, x) + pooled_by_loops(model, sum(
+    return torch.stack([linear_part(model, ids, x) + pooled_by_loops(model.pooling, sum(
         (v for _, v in ifm_pairs_by_loops(model, ids, x, same_field_pairs)), torch.zeros(model.embedding_dim,
                                                                                       dtype=torch.float64)))
         for ids, x in rows_of(batch)])
@@ -122,7 +122,8 @@ def inn_by_loops(model, batch, same_field_pairs):
         h0 = torch.zeros(len(order), model.embedding_dim, dtype=torch.float64)
         for pair, vector in ifm_pairs_by_loops(model, ids, x, same_field_pairs):
             h0[order.index(pair)] = vector
-        outputs.append(linear_part(model, ids, x) + model.mlp(h0.flatten()[None])[0, 0])
+        shortcut = 0.0 if model.shortcut is None else pooled_by_loops(model.shortcut, h0.sum(dim=0))  # G_IFM
+        outputs.append(linear_part(model, ids, x) + model.mlp(h0.flatten()[None])[0, 0] + shortcut)
     return torch.stack(outputs)
 
 
@@ -176,7 +177,7 @@ CASES = [
     (IFM, {"variant": "feature_aspect_only"}, ifm_by_loops),
     (IFM, {"variant": "field_aspect_only"}, ifm_by_loops),
     (INN, {"hidden_sizes": (5, 3)}, inn_by_loops),
-    (INN, {"hidden_sizes": (4,), "attention_sum": "one"}, inn_by_loops),
+    (INN, {"hidden_sizes": (4,), "attention_sum": "one", "ifm_shortcut": False}, inn_by_loops),
     (DeepIFM, {"hidden_sizes": (6,), "batch_norm": True}, deepifm_by_loops),
     (AFM, {"attention_dim": 3}, afm_by_loops),
     (NFM, {"hidden_sizes": (6,)}, nfm_by_loops),

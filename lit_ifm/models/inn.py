@@ -8,7 +8,7 @@ from torch import Tensor
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.schema import FieldSchema
 from lit_ifm.layers import MLP
-from lit_ifm.models.ifm import InteractionAwareModel
+from lit_ifm.models.ifm import InteractionAwareModel, PooledInteraction
 
 
 class INN(InteractionAwareModel):
@@ -18,13 +18,22 @@ class INN(InteractionAwareModel):
     h0 has one K-block per slot pair (P K inputs); a pair with an empty slot has ``T_ij = 0`` and so a
     zero block.
 
+    With ``ifm_shortcut`` (lit_ifm's default, beyond the paper), IFM's interaction ``G_IFM`` (Eq. 13, the sum
+    of h0, through :class:`~lit_ifm.models.ifm.PooledInteraction`) is added to ``h_L``: INN then starts out
+    as IFM and its MLP learns what IFM's sum misses. The paper's INN alone fell behind IFM, and FM
+    pre-training made it worse, as its MLP over P K inputs overfits within an epoch or two.
+
     Args:
         schema: the data's fields and sizes (see :class:`FieldAwareModel`).
         hidden_sizes: the ReLU hidden layers; a 1-unit identity output layer follows. The authors' code
             uses one hidden layer of 5 units.
         hidden_dropout: dropout after each hidden layer.
+        ifm_shortcut: add ``G_IFM`` to the MLP's output; ``False`` is the paper's ``G_INN = h_L``.
+        pooled_batch_norm: batch-normalise the shortcut's pooled vector, as :class:`~lit_ifm.models.ifm.IFM`
+            does.
         **kwargs: :class:`~lit_ifm.models.ifm.InteractionAwareModel`'s arguments (attention_dim,
-            field_factors, temperature, variant, same_field_pairs) and :class:`FieldAwareModel`'s.
+            field_factors, temperature, variant, same_field_pairs, attention_sum) and
+            :class:`FieldAwareModel`'s.
 
     >>> from lit_ifm.data.synthetic import synthetic_schema
     >>> model = INN(synthetic_schema(), embedding_dim=8, hidden_sizes=(5,))
@@ -33,9 +42,11 @@ class INN(InteractionAwareModel):
     """
 
     def __init__(self, schema: FieldSchema, *, hidden_sizes: tuple[int, ...] = (64,), hidden_dropout: float = 0.0,
-                 **kwargs):
+                 ifm_shortcut: bool = True, pooled_batch_norm: bool = True, **kwargs):
         super().__init__(schema, **kwargs)
         self.mlp = MLP(self.num_pairs * self.embedding_dim, [*hidden_sizes, 1], dropout=hidden_dropout)
+        # Not self.pooling: F also feeds the MLP, so the shortcut's scale does not fold into it.
+        self.shortcut = PooledInteraction(self.embedding_dim, pooled_batch_norm) if ifm_shortcut else None
 
     def interaction(self, batch: FieldBatch) -> Tensor:
         h0 = self.batch_aspects(batch).fused()  # (B, P', K): all P pairs, or the P' a sampler selected
@@ -48,4 +59,6 @@ class INN(InteractionAwareModel):
         hidden = torch.einsum("bpk,hpk->bh", h0, weight) + first.bias  # Q_1 h0 + z_1, (B, H)
         for layer in list(self.mlp)[1:]:
             hidden = layer(hidden)
+        if self.shortcut is not None:
+            return hidden.squeeze(-1) + self.shortcut(h0)
         return hidden.squeeze(-1)
