@@ -136,8 +136,8 @@ def test_03_nan_training_stops_with_a_message_and_writes_no_checkpoint(tmp_path,
                       "--model.optimizer", "sgd", "--model.lr", "1000", "--trainer.max_epochs", "2")
     # the training loss, or (batch norm keeps IFM's training loss finite a little longer) the validation loss
     assert re.match(r"lit-ifm: error: (the training loss became (nan|inf) at step \d+ \(epoch 0\)|validation metric "
-                    r"val/loss became (nan|inf) in epoch 0); training stopped and the checkpoints written before it are "
-                    r"kept; lower the learning rate \(--model.lr\), or train in 32-bit precision$", line), line
+                    r"val/loss became (nan|inf) in epoch 0); training stopped before this state reached a checkpoint "
+                    r"\(earlier checkpoints are kept\); lower the learning rate \(--model.lr\), or train in 32-bit precision$", line), line
     assert not list(tmp_path.glob("**/*.ckpt"))
 
 
@@ -177,12 +177,26 @@ def test_03_a_diverged_epoch_never_replaces_the_last_good_checkpoint(when, messa
     assert last["epoch"] == 0 and all(tensor.isfinite().all() for tensor in last["state_dict"].values())
 
 
+def test_03_a_checkpoint_every_few_steps_never_saves_a_diverged_state(tmp_path):
+    data = FieldAwareDataModule(synthetic=SyntheticConfig(rows=1000), batch_size=64)  # 11 steps an epoch
+    every_3 = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=3, save_top_k=-1, filename="{step}")
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
+                        callbacks=[DivergenceGuard(), Poison("loss"), every_3])
+    with pytest.raises(TrainingDiverged, match=r"the training loss became nan at step 12 \(epoch 1\)"):
+        trainer.fit(FM(data.schema, embedding_dim=4), datamodule=data)
+    saved = sorted(tmp_path.glob("*.ckpt"))
+    assert [path.name for path in saved] == ["step=3.ckpt", "step=6.ckpt", "step=9.ckpt"]  # not step=12
+    assert all(tensor.isfinite().all() for path in saved
+               for tensor in torch.load(path, weights_only=True)["state_dict"].values())
+
+
 @pytest.mark.parametrize("task", ["regression", "binary"])
 @pytest.mark.parametrize("layout, label, message", [
     ("libfm", "nan", r"toy.train.libfm line 2: label 'nan' is not a finite number"),
     ("libfm", "inf", r"toy.train.libfm line 2: label 'inf' is not a finite number"),
     ("csv", "inf", r"train.csv line 3, column 'label': label inf is not a finite number"),
     ("csv", "-inf", r"train.csv line 3, column 'label': label -inf is not a finite number"),
+    ("csv", "nan", r"train.csv line 3, column 'label': the label is missing \(empty or NaN\)"),
 ])
 def test_04_non_finite_labels_are_refused(task, layout, label, message, tmp_path):
     if layout == "libfm":
@@ -210,6 +224,17 @@ def test_05_binary_labels_that_are_not_two_classes_are_refused(labels, message, 
     folder = write_libfm(tmp_path / "toy", "\n".join(lines) + "\n", validation="1 1:1 3:1\n", test="1 0:1 3:1\n")
     with pytest.raises(DataError, match=message):
         FieldAwareDataModule(str(folder), task="binary").schema
+
+
+def test_05_csv_ratings_under_the_binary_task_are_refused(tmp_path):
+    folder = write_ratings(tmp_path / "data")
+    frame = pd.read_csv(folder / "train.csv")
+    frame["label"] = np.arange(len(frame)) % 5 + 1  # ratings 1..5
+    frame.to_csv(folder / "train.csv", index=False)
+    with pytest.raises(DataError, match=r"train.csv line 3: label 2 is not 0/1 or -1/\+1, as task binary"):
+        FieldAwareDataModule(str(folder), task="binary", categorical=["user", "item"]).schema
+    module = FieldAwareDataModule(str(folder), task="binary", categorical=["user", "item"], positive_threshold=4)
+    assert module.prepared.splits["train"].labels[:5].tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
 
 
 def test_05_positive_threshold_reads_ratings_as_binary_labels(tmp_path):
@@ -256,6 +281,19 @@ def test_08_a_one_file_vocabulary_comes_from_the_training_rows(suffix, tmp_path)
     assert item.vocabulary_size == 7 + 1  # the training rows' items and the out-of-vocabulary id
     assert (module.prepared.splits["validation"].feature_ids[:, 1] == item.oov_id).sum() == 9
     assert "validation values unseen in training, mapped to out-of-vocabulary ids: 9 (item 9)" in module.report
+
+
+def test_08_a_one_file_libfm_vocabulary_comes_from_the_training_rows(tmp_path):
+    rows, seed = 200, 5
+    _, validation, _ = split_rows(rows, np.random.default_rng(seed))
+    items = [10 + row % 7 for row in range(rows)]  # field 0: users 0..4; field 1: items 10..16
+    for row in validation[:9]:
+        items[row] = 100 + int(row)  # ids that only validation rows hold
+    (tmp_path / "all.libfm").write_text("".join(f"1 {row % 5}:1 {item}:1\n" for row, item in enumerate(items)))
+    module = FieldAwareDataModule(str(tmp_path / "all.libfm"), split_seed=seed)
+    assert module.schema.num_features == 5 + 7 + 2  # the training rows' ids and one out-of-vocabulary id per field
+    assert (module.prepared.splits["validation"].feature_ids[:, 1] == module.schema.num_features - 1).sum() == 9
+    assert "validation values unseen in training, mapped to out-of-vocabulary ids: 9 (field_1 9)" in module.report
 
 
 # ====================================== Lost or forked runs =============================================

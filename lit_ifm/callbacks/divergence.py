@@ -10,8 +10,8 @@ from torch import Tensor
 
 from lit_ifm.errors import TrainingDiverged
 
-_ADVICE = ("training stopped and the checkpoints written before it are kept; lower the learning rate "
-           "(--model.lr), or train in 32-bit precision")
+_ADVICE = ("training stopped before this state reached a checkpoint (earlier checkpoints are kept); lower the "
+           "learning rate (--model.lr), or train in 32-bit precision")
 
 
 class DivergenceGuard(L.Callback):
@@ -20,8 +20,9 @@ class DivergenceGuard(L.Callback):
     ``best`` and never overwrites ``last.ckpt``. ``python -m lit_ifm`` adds it to every run.
 
     The per-step check stays on the device: the step's loss is kept, and the host reads the kept losses every
-    ``check_every_n_steps`` steps and before every validation and epoch end (one synchronisation each). All
-    DDP ranks decide together, so none is left waiting.
+    ``check_every_n_steps`` steps, on every step a checkpoint callback saves at (``every_n_train_steps``), and
+    before every validation and epoch end (one synchronisation each). All DDP ranks decide together, so none is
+    left waiting.
 
     Args:
         check_every_n_steps: how many training steps may pass between two reads of the kept losses.
@@ -31,13 +32,19 @@ class DivergenceGuard(L.Callback):
         self.check_every_n_steps = check_every_n_steps
         self._losses: list[Tensor] = []
         self._steps: list[int] = []
+        self._checkpoint_intervals: list[int] = []
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
+        self._checkpoint_intervals = [interval for callback in trainer.checkpoint_callbacks
+                                      if (interval := getattr(callback, "_every_n_train_steps", 0) or 0) > 0]
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, Tensor):
             self._losses.append(loss.detach().float())
             self._steps.append(trainer.global_step)
-        if len(self._losses) >= self.check_every_n_steps:
+        saving = any(trainer.global_step % interval == 0 for interval in self._checkpoint_intervals)
+        if saving or len(self._losses) >= self.check_every_n_steps:
             self._check_losses(trainer)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module) -> None:
