@@ -130,7 +130,9 @@ def resampled_metrics(protocol: str, labels: np.ndarray, predictions: np.ndarray
     """The metric on each bootstrap resample of the test rows ``(R,)``."""
     if protocol == "regression":
         return np.sqrt(((predictions[rows] - labels[rows]) ** 2).mean(axis=1))
-    return binary_auroc(torch.from_numpy(predictions[rows]), torch.from_numpy(labels[rows]).long()).numpy()
+    # one AUC per resample (binary_auroc would pool a 2-D input into a single AUC)
+    return np.array([binary_auroc(torch.from_numpy(predictions[sample]), torch.from_numpy(labels[sample]).long()).item()
+                     for sample in rows])
 
 
 def report(protocol: str, results: dict, labels: np.ndarray, seeds: list[int], resamples: int) -> list[str]:
@@ -200,9 +202,9 @@ def main() -> None:
             futures[run] = pool.submit(lambda run=run, fm=fm: train(*run, args.source, output,
                                                                     fm.result() if fm is not None else None))
         checkpoints = {run: future.result() for run, future in futures.items()}
-    sections = [f"`python benchmarks/quality.py --source {args.source} --seeds {' '.join(map(str, args.seeds))}"
-                f"{'' if args.pretrain else ' --no-pretrain'}` "
-                f"({(time.perf_counter() - start) / 60:.0f} min of training and scoring, {args.jobs} runs at a time)."]
+    run_minutes = sum(json.loads((output / protocol / f"{model}-{seed}" / "done.json").read_text())["minutes"]
+                      for protocol, model, seed in runs)
+    sections = []
     for protocol in args.protocols:
         data = data_module(protocol, args.source)
         labels = data.prepared.splits["test"].labels
@@ -217,7 +219,10 @@ def main() -> None:
                     "seed": seed, "predictions": test, "test": metric(protocol, labels, test),
                     "validation": metric(protocol, validation_labels, validation)})
         sections += ["", f"### {protocol} protocol", "", *report(protocol, results, labels, args.seeds, args.resamples)]
-    text = "\n".join(sections)
+    header = (f"`python benchmarks/quality.py --source {args.source} --seeds {' '.join(map(str, args.seeds))}"
+              f"{'' if args.pretrain else ' --no-pretrain'}`: {len(runs)} runs, {run_minutes:.0f} min of training in "
+              f"all ({args.jobs} at a time, one thread each); this call took {(time.perf_counter() - start) / 60:.0f} min.")
+    text = "\n".join([header, *sections])
     print(text)
     if args.write_results:
         write_results(text)
