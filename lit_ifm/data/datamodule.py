@@ -334,6 +334,7 @@ class FieldAwareDataModule(L.LightningDataModule):
         report = encoding.EncodingReport()
         rng = np.random.default_rng(hp.split_seed)
         rows = split_rows_of(rng)
+        rows.origins = store.keep_file_rows(folder, rows.origins)
         for split in SPLITS:
             if rows.num_rows(split) == 0:
                 raise DataError(f"the {split} split ({rows.origins[split].path}) has no rows")
@@ -353,24 +354,21 @@ class FieldAwareDataModule(L.LightningDataModule):
                 ids, values, labels = encode(split, first, chunk)
                 writers[split].append(ids, values, labels)
                 numbers |= ((values != 0) & (values != 1)).any(axis=0)
-            labels = {split: writer.close() for split, writer in writers.items()}
+        labels = {split: store.LabelFile(folder, split) for split in SPLITS}
         if libfm:  # store values only for the positions that carry numbers
             value_slots = tuple(int(slot) for slot in np.flatnonzero(numbers))
             for split in SPLITS:
                 store.keep_value_slots(folder, split, width, width, list(value_slots), encoding.CHUNK_ROWS)
-        labels = self._map_labels(labels, rows.origins)
+        self._map_labels(labels, rows.origins)
         fields = vocabulary.fields()
         if hp.negatives_per_positive:
-            labels = self._add_negatives(folder, labels, fields, vocabulary.num_features, value_slots, rng)
-        for split in SPLITS:
-            store.write_labels(folder, split, labels[split])
-            if rows.origins[split].file_rows is not None:
-                store.write_file_rows(folder, split, rows.origins[split].file_rows)
-        train = labels["train"]
-        schema = FieldSchema(fields, vocabulary.num_features, (float(train.min()), float(train.max())))
-        lines = [f"{split}: {len(labels[split])} rows" for split in SPLITS] + report.lines()
-        store.write_meta(folder, schema, value_slots, rows.origins, {split: len(labels[split]) for split in SPLITS},
-                         lines, self._summary(schema, labels, report))
+            self._add_negatives(folder, labels, fields, vocabulary.num_features, value_slots, rng)
+        low, high, mean = labels["train"].range_and_mean()
+        schema = FieldSchema(fields, vocabulary.num_features, (low, high))
+        counts = {split: len(labels[split]) for split in SPLITS}
+        lines = [f"{split}: {counts[split]} rows" for split in SPLITS] + report.lines()
+        store.write_meta(folder, schema, value_slots, rows.origins, counts, lines,
+                         self._summary(schema, counts, mean, report))
 
     def _libfm_vocabulary(self, rows: SplitRows, report: encoding.EncodingReport):
         first = rows.origins["train"].path
@@ -414,14 +412,15 @@ class FieldAwareDataModule(L.LightningDataModule):
 
         return vocabulary, encode, read
 
-    def _summary(self, schema: FieldSchema, labels: dict[str, np.ndarray], report: encoding.EncodingReport) -> str:
-        train = labels["train"]
+    def _summary(self, schema: FieldSchema, counts: dict[str, int], mean: float,
+                 report: encoding.EncodingReport) -> str:
+        low, high = schema.label_range
         if self.task == "binary":
-            summary = f"{train.mean():.1%} of the training labels positive"
+            summary = f"{mean:.1%} of the training labels positive"
         else:
-            summary = f"labels from {train.min():.4g} to {train.max():.4g}" + (
+            summary = f"labels from {low:.4g} to {high:.4g}" + (
                 " (0/1 read as -1/+1)" if self.hparams.signed_labels else "")
-        rows = ", ".join(f"{split} {len(labels[split]):,}" for split in SPLITS)
+        rows = ", ".join(f"{split} {counts[split]:,}" for split in SPLITS)
         head = (f"lit_ifm data from {self.source}, task {self.task}: {rows} rows; {summary}; {schema.num_fields} "
                 f"fields in {schema.num_slots} slots, {schema.num_features:,} feature ids")
         return "\n".join([head, *(f"  {line}" for line in report.table(schema.fields))])
@@ -462,36 +461,41 @@ class FieldAwareDataModule(L.LightningDataModule):
                             f"categorical fields are {[s.name for s in specs if s.kind == 'categorical']}")
         return specs
 
-    def _map_labels(self, labels: dict[str, np.ndarray], origins: dict[str, SplitOrigin]) -> dict[str, np.ndarray]:
-        """The labels the task trains on: 0/1 for binary, numbers (-1/+1 with signed_labels) for regression."""
+    def _map_labels(self, labels: dict[str, store.LabelFile], origins: dict[str, SplitOrigin]) -> None:
+        """Maps the stored labels to those the task trains on: 0/1 for binary, numbers (-1/+1 with signed_labels)
+        for regression."""
         hp = self.hparams
         if self.task == "binary" and hp.positive_threshold is not None:
-            return {split: (data >= hp.positive_threshold).astype(np.float32) for split, data in labels.items()}
-        if self.task == "binary":
+            mapping = lambda data: data >= hp.positive_threshold  # noqa: E731
+        elif self.task == "binary":
             self._check_two_classes(labels, origins, "task binary", "set positive_threshold (labels at or above it are "
                                     "positive, e.g. --data.positive_threshold 4 for 1..5 ratings) or use task regression")
-            return {split: (data > 0).astype(np.float32) for split, data in labels.items()}
-        if hp.signed_labels:
+            mapping = lambda data: data > 0  # noqa: E731
+        elif hp.signed_labels:
             self._check_two_classes(labels, origins, "signed_labels", "drop signed_labels to use the labels as numbers")
-            return {split: np.where(data == 0, -1.0, data).astype(np.float32) for split, data in labels.items()}
-        return labels
+            mapping = lambda data: np.where(data == 0, -1.0, data)  # noqa: E731
+        else:
+            return
+        for data in labels.values():
+            data.map(mapping)
 
     @staticmethod
-    def _check_two_classes(labels: dict[str, np.ndarray], origins: dict[str, SplitOrigin], what: str,
+    def _check_two_classes(labels: dict[str, store.LabelFile], origins: dict[str, SplitOrigin], what: str,
                            advice: str) -> None:
         """Labels all 0/1 or all -1/+1. Anything else, or 0 beside -1 (three classes?), would be read wrongly."""
-        signed = any((data == -1).any() for data in labels.values())
+        signed = any((chunk == -1).any() for data in labels.values() for _, chunk in data.chunks())
         allowed = (-1.0, 1.0) if signed else (0.0, 1.0)
         for split, data in labels.items():
-            unexpected = np.flatnonzero(~np.isin(data, allowed))
-            if len(unexpected):
-                row = int(unexpected[0])
-                label = f"{data[row]:g}" + (" beside -1 labels" if signed and data[row] == 0 else "")
-                raise DataError(f"{origins[split].where(row)}: label {label} is not 0/1 or -1/+1, as {what} expects; "
-                                f"{advice}")
+            for start, chunk in data.chunks():
+                unexpected = np.flatnonzero(~np.isin(chunk, allowed))
+                if len(unexpected):
+                    value = chunk[int(unexpected[0])]
+                    label = f"{value:g}" + (" beside -1 labels" if signed and value == 0 else "")
+                    raise DataError(f"{origins[split].where(start + int(unexpected[0]))}: label {label} is not 0/1 or "
+                                    f"-1/+1, as {what} expects; {advice}")
 
-    def _add_negatives(self, folder: Path, labels: dict[str, np.ndarray], fields: list[Field], num_features: int,
-                       value_slots: tuple[int, ...], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def _add_negatives(self, folder: Path, labels: dict[str, store.LabelFile], fields: list[Field],
+                       num_features: int, value_slots: tuple[int, ...], rng: np.random.Generator) -> None:
         hp = self.hparams
         names = [field.name for field in fields]
         if hp.item_field not in names:
@@ -500,7 +504,8 @@ class FieldAwareDataModule(L.LightningDataModule):
         if item.slots != 1:
             raise DataError(f"item_field {hp.item_field!r} must be single-valued for negative sampling")
         item_slot = sum(field.slots for field in fields[: names.index(hp.item_field)])
-        for split, data in labels.items():
+        positives = {split: data.read() for split, data in labels.items()}
+        for split, data in positives.items():
             if (data <= 0).any():
                 raise DataError(f"negative sampling expects a positive-only log, but the {split} split has "
                                 f"{int((data <= 0).sum())} rows with a label <= 0")
@@ -510,16 +515,14 @@ class FieldAwareDataModule(L.LightningDataModule):
         train_items = np.unique(splits["train"][0][:, item_slot])
         items = train_items[train_items != item.oov_id].astype(np.int64)
         negative_label = 0.0 if self.task == "binary" else -1.0
-        result = {}
         for split, (ids, values) in splits.items():
             negatives = sample_negatives(ids.astype(np.int64), item_slot, items, observed, hp.negatives_per_positive,
                                          rng)
             # the sampled rows come after the file's, so row numbers of the file still hold
             store.rewrite_split(folder, split, np.concatenate([ids, negatives]),
                                 np.concatenate([values, np.repeat(values, hp.negatives_per_positive, axis=0)]))
-            result[split] = np.concatenate([labels[split],
-                                            np.full(len(negatives), negative_label, dtype=np.float32)])
-        return result
+            labels[split].write(np.concatenate([positives[split],
+                                                np.full(len(negatives), negative_label, dtype=np.float32)]))
 
     # --- loading ------------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ import os
 import shutil
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -174,14 +174,14 @@ def record_type(num_slots: int, num_values: int) -> np.dtype:
 
 
 class SplitWriter:
-    """Appends encoded chunks of one split to its records file, in row order, written as they come (not through a
-    map, whose pages would stay resident); labels stay in memory until the task has mapped them."""
+    """Appends encoded chunks of one split to its records and labels files, in row order, written as they come
+    (not through a map, whose pages would stay resident)."""
 
     def __init__(self, folder: Path, name: str, num_slots: int, value_slots: tuple[int, ...]):
         self.name, self.value_slots = name, value_slots
         self.type = record_type(num_slots, len(value_slots))
         self._records = (folder / f"{name}.records").open("wb")
-        self._labels: list[np.ndarray] = []
+        self._labels = LabelFile(folder, name).path.open("wb")
 
     def append(self, ids: np.ndarray, values: np.ndarray, labels: np.ndarray) -> None:
         """Writes a chunk: ids ``(n, S)``, values ``(n, S)`` (only :attr:`value_slots` are kept), labels ``(n,)``."""
@@ -189,12 +189,12 @@ class SplitWriter:
         records["ids"] = ids
         records["values"] = values[:, list(self.value_slots)]
         self._records.write(records.data)
-        self._labels.append(np.asarray(labels, dtype=np.float32))
+        self._labels.write(np.ascontiguousarray(labels, dtype=np.float32).data)
 
-    def close(self) -> np.ndarray:
-        """Closes the file and returns the labels."""
+    def close(self) -> None:
+        """Closes the files."""
         self._records.close()
-        return np.concatenate(self._labels) if self._labels else np.empty(0, np.float32)
+        self._labels.close()
 
     def __enter__(self) -> SplitWriter:
         return self
@@ -222,14 +222,56 @@ def write_meta(folder: Path, schema: FieldSchema, value_slots: tuple[int, ...], 
     (folder / META).write_text(json.dumps(meta, indent=1))
 
 
-def write_file_rows(folder: Path, name: str, file_rows: np.ndarray) -> None:
-    """The file row of each row of a split drawn at random from one file."""
-    np.ascontiguousarray(file_rows, dtype=np.int64).tofile(folder / f"{name}.rows")
+def keep_file_rows(folder: Path, origins: dict[str, SplitOrigin]) -> dict[str, SplitOrigin]:
+    """Writes the file rows of splits drawn at random from one file, and gives origins that map them from there
+    rather than hold them in memory (8 bytes a row)."""
+    kept = {}
+    for name, origin in origins.items():
+        if origin.file_rows is not None:
+            np.ascontiguousarray(origin.file_rows, dtype=np.int64).tofile(folder / f"{name}.rows")
+            origin = SplitOrigin(origin.path, MappedArray(folder / f"{name}.rows", np.int64,
+                                                          (len(origin.file_rows),)).array)
+        kept[name] = origin
+    return kept
 
 
-def write_labels(folder: Path, name: str, labels: np.ndarray) -> None:
-    """A split's labels, once the task has mapped them."""
-    np.ascontiguousarray(labels, dtype=np.float32).tofile(folder / f"{name}.labels")
+class LabelFile:
+    """A split's float32 labels on disk, read and rewritten chunk by chunk (the task maps them once all are read)."""
+
+    def __init__(self, folder: Path, name: str, chunk_rows: int = 1 << 20):
+        self.path, self.chunk_rows = folder / f"{name}.labels", chunk_rows
+
+    def __len__(self) -> int:
+        return self.path.stat().st_size // 4
+
+    def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first row, labels)`` chunk by chunk."""
+        for start in range(0, len(self), self.chunk_rows):
+            yield start, np.fromfile(self.path, dtype=np.float32, count=self.chunk_rows, offset=4 * start)
+
+    def map(self, function: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Replaces every label ``y`` by ``function(y)``, chunk by chunk."""
+        mapped = self.path.with_suffix(".mapped")
+        with mapped.open("wb") as out:
+            for _, labels in self.chunks():
+                out.write(np.ascontiguousarray(function(labels), dtype=np.float32).data)
+        os.replace(mapped, self.path)
+
+    def range_and_mean(self) -> tuple[float, float, float]:
+        """The smallest label, the largest and their mean."""
+        low, high, total = np.inf, -np.inf, 0.0
+        for _, labels in self.chunks():
+            low, high = min(low, float(labels.min())), max(high, float(labels.max()))
+            total += float(labels.sum(dtype=np.float64))
+        return low, high, total / len(self)
+
+    def read(self) -> np.ndarray:
+        """Every label, in memory (for small-data steps such as negative sampling)."""
+        return np.fromfile(self.path, dtype=np.float32)
+
+    def write(self, labels: np.ndarray) -> None:
+        """Replaces every label."""
+        np.ascontiguousarray(labels, dtype=np.float32).tofile(self.path)
 
 
 class Store:
