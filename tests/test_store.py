@@ -89,21 +89,37 @@ IN_MEMORY_DIGESTS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(IN_MEMORY_DIGESTS))
-def test_the_memory_map_gives_the_batches_of_the_in_memory_path(case, mixed_sources, frappe_dir, tmp_path):
+def digest_case(case: str, mixed_sources: dict[str, Path], frappe_dir: Path,
+                **cache) -> tuple[str, FieldAwareDataModule]:
     if case == "frappe":
-        module = FieldAwareDataModule(str(frappe_dir), categorical=FRAPPE_FIELDS, signed_labels=True, batch_size=128)
+        module = FieldAwareDataModule(str(frappe_dir), categorical=FRAPPE_FIELDS, signed_labels=True, batch_size=128,
+                                      **cache)
     elif case == "synthetic":
-        module = FieldAwareDataModule(synthetic=SyntheticConfig(rows=2000), batch_size=100)
+        module = FieldAwareDataModule(synthetic=SyntheticConfig(rows=2000), batch_size=100, **cache)
     else:
         options = {"csv_one_file": {"min_count": 2}, "parquet_one_file": {"max_values": 3}}.get(case, {})
-        module = FieldAwareDataModule(str(mixed_sources[case]), **MIXED, **options)
-    assert digest(module) == IN_MEMORY_DIGESTS[case]
+        module = FieldAwareDataModule(str(mixed_sources[case]), **MIXED, **options, **cache)
+    return digest(module), module
+
+
+@pytest.mark.parametrize("case", sorted(IN_MEMORY_DIGESTS))
+def test_the_memory_map_gives_the_batches_of_the_in_memory_path(case, mixed_sources, frappe_dir, tmp_path):
+    result, module = digest_case(case, mixed_sources, frappe_dir)
+    assert result == IN_MEMORY_DIGESTS[case]
     train = module.prepared.splits["train"]
     assert train.feature_ids.dtype == np.int32 and not train.feature_ids.flags.writeable  # mapped, read-only
     # values are stored for the slots that carry numbers only: the price, never a categorical or libFM slot
     assert train.value_slots == ((2,) if case in mixed_sources else ())
     assert train.slot_values.shape == (len(train), len(train.value_slots))
+
+
+@pytest.mark.parametrize("case", ["frappe", "csv_one_file", "parquet_one_file", "csv_splits"])
+def test_chunks_of_a_few_rows_give_the_same_store(case, mixed_sources, frappe_dir, tmp_path, monkeypatch):
+    """Counting, encoding and label mapping chunk by chunk (and partial counts merged as they grow) give what one
+    chunk gives."""
+    monkeypatch.setattr(encoding, "CHUNK_ROWS", 997)
+    monkeypatch.setattr(encoding._ValueCounts, "MERGE_AT", 50)
+    assert digest_case(case, mixed_sources, frappe_dir, cache_dir=str(tmp_path))[0] == IN_MEMORY_DIGESTS[case]
 
 
 def test_a_store_is_reused_without_reading_the_source(mixed_sources, monkeypatch):

@@ -354,7 +354,7 @@ class FieldAwareDataModule(L.LightningDataModule):
                 ids, values, labels = encode(split, first, chunk)
                 writers[split].append(ids, values, labels)
                 numbers |= ((values != 0) & (values != 1)).any(axis=0)
-        labels = {split: store.LabelFile(folder, split) for split in SPLITS}
+        labels = {split: store.LabelFile(folder, split, encoding.CHUNK_ROWS) for split in SPLITS}
         if libfm:  # store values only for the positions that carry numbers
             value_slots = tuple(int(slot) for slot in np.flatnonzero(numbers))
             for split in SPLITS:

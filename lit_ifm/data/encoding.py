@@ -407,7 +407,7 @@ def hash_buckets(strings: pa.ChunkedArray | pa.Array, buckets: int) -> np.ndarra
 class _ValueCounts:
     """How often each value of a field occurs, summed over chunks (merged as the partial counts grow)."""
 
-    MERGE_AT = 4_000_000
+    MERGE_AT = 1_000_000  # partial counts held before they are merged, per field
 
     def __init__(self):
         self.parts: list[pa.Table] = []
