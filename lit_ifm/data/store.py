@@ -11,7 +11,9 @@ A store is one folder per data set and encoding setting::
     <split>.labels   (N,) float32           the task's labels
     <split>.rows     (N,) int64             file row of each split row, for a one-file source split at random
 
-A row's ids and values sit side by side, so a batch of scattered rows costs one read per row.
+A row's ids and values sit side by side. A batch is one index into the map of a small store; from a large one
+(over :data:`RESIDENT_BUDGET`) it is one positioned read per row, or one per run of rows, which leaves nothing of
+the file resident: a training process stays flat in memory whatever the number of rows.
 
 A build writes into a temporary folder and renames it into place when complete, under a file lock, so a killed
 build never leaves a folder that a later run trusts, and two processes building the same store build it once.
@@ -90,7 +92,8 @@ class MappedArray:
 
 class EncodedSplit:
     """One encoded split: feature ids ``(N, S)``, the values of the slots that carry numbers ``(N, V)``, labels
-    ``(N,)`` and where its rows come from (for messages). Arrays may be memory-mapped.
+    ``(N,)`` and where its rows come from (for messages). ``feature_ids`` is either an array (and ``slot_values``
+    the values) or a store's mapped records, which hold both.
 
     >>> ids = np.array([[0, 3], [1, 4]], dtype=np.int32)
     >>> split = EncodedSplit("train", ids, np.array([[2.5], [0.0]], np.float32), (1,), np.ones(2, np.float32), 4)
@@ -98,7 +101,7 @@ class EncodedSplit:
     [[1.0, 2.5], [1.0, 0.0]]
     """
 
-    def __init__(self, name: str, feature_ids: np.ndarray | MappedArray, slot_values: np.ndarray | MappedArray,
+    def __init__(self, name: str, feature_ids: np.ndarray | MappedArray, slot_values: np.ndarray | None,
                  value_slots: tuple[int, ...], labels: np.ndarray | MappedArray, padding_id: int,
                  origin: SplitOrigin | None = None):
         self.name, self.value_slots, self.padding_id = name, tuple(value_slots), int(padding_id)
@@ -143,8 +146,8 @@ class EncodedSplit:
         return values
 
     def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Ids ``(B, S)`` int64, values ``(B, S)`` float32 and labels ``(B,)`` of ``rows``: one fancy index per
-        array, never a loop per row."""
+        """Ids ``(B, S)`` int64, values ``(B, S)`` float32 and labels ``(B,)`` of ``rows`` (see
+        :meth:`MappedArray.take`)."""
         records = self._records.take(rows)
         ids = records["ids"]
         return ids.astype(np.int64), self.values_of(ids, records["values"]), self._labels.take(rows)
