@@ -527,8 +527,9 @@ class TableVocabulary:
         """Ids ``(n, S)``, values ``(n, S)`` and labels ``(n,)`` of a chunk of a split whose first row is the split's
         ``first_row``; unseen values and truncated rows are counted in the report."""
         rows = table.num_rows
-        ids = np.empty((rows, self.num_slots), dtype=np.int64)
-        values = np.zeros((rows, self.num_slots), dtype=np.float32)
+        # slot-major (S, n) while filling, so that each field writes contiguous memory; rows-major views at the end
+        ids = np.empty((self.num_slots, rows), dtype=np.int64)
+        values = np.zeros((self.num_slots, rows), dtype=np.float32)
         slot = 0
         for spec, words, offset, slots in zip(self.columns, self.vocabularies, self.offsets, self.slots):
             column = table.column(spec.name)
@@ -536,11 +537,12 @@ class TableVocabulary:
             unseen = truncated = 0
             if spec.kind == "numeric" and not spec.buckets:
                 numbers = _numbers(column, origin, spec.name, first_row, "value")
-                ids[:, slot] = offset
-                values[:, slot] = np.nan_to_num(numbers, nan=0.0)
+                ids[slot] = offset
+                values[slot] = np.nan_to_num(numbers, nan=0.0)
             elif spec.kind == "multi":
-                ids[:, block], values[:, block], unseen, truncated = _encode_lists(
+                list_ids, list_values, unseen, truncated = _encode_lists(
                     _as_strings(column), spec.separator, words, offset, slots)
+                ids[block], values[block] = list_ids.T, list_values.T
             else:
                 tokens = _tokens(column, spec, origin, first_row)
                 present = ~pc.is_null(tokens).to_numpy(zero_copy_only=False)
@@ -550,8 +552,8 @@ class TableVocabulary:
                     position = hash_buckets(tokens, size)
                 else:
                     position, found = _positions(tokens, words)
-                ids[:, slot] = np.where(found, position + offset, offset + size)
-                values[:, slot] = present
+                ids[slot] = np.where(found, position + offset, offset + size)
+                values[slot] = present
                 unseen = present & ~found
             if split != "train":
                 self.report.unseen_values[(split, spec.name)] += int(np.sum(unseen))
@@ -566,7 +568,7 @@ class TableVocabulary:
                                 f"{self.label!r}: the label is missing (empty or NaN)")
         else:
             labels = np.ones(rows)
-        return ids, values, labels
+        return ids.T, values.T, labels
 
 
 def _counted(spec: ColumnSpec) -> bool:
