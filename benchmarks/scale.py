@@ -222,7 +222,7 @@ def main() -> None:
                                    tempfile.mkdtemp(prefix=f"csv_{rows}_", dir=folder))
         print(json.dumps({"rows": rows, "cold": cold, "warm": warm, "train": train, "csv": csv}), flush=True)
         lines.append(
-            f"| {rows:,} | {cold['seconds']:.1f} s ({rows / cold['seconds']:,.0f} rows/s) | {warm['seconds']:.2f} s "
+            f"| {rows:,} | {cold['seconds']:.1f} s ({rows / cold['seconds']:,.0f} rows/s) | {warm['seconds'] * 1000:.0f} ms "
             f"| {gib(cold['peak_rss'])} ({gib(cold['peak_anon'])}) | {gib(train['peak_rss'])} "
             f"({gib(train['peak_anon'])}; model {gib(train['model_bytes'])}) | {gib(cold['store_bytes'])} "
             f"| {train['gather_rows_per_s']:,.0f} | {train['train_rows_per_s']:,.0f} "
