@@ -3,6 +3,7 @@ into HuggingFace ``datasets`` tables."""
 
 from __future__ import annotations
 
+import abc
 import csv
 import os
 import re
@@ -253,16 +254,16 @@ def file_identity(path: Path) -> tuple:
 # --- reading rows in chunks ---------------------------------------------------------------------------
 
 
-class RowSource:
+class RowSource(abc.ABC):
     """The rows of one file or in-memory table, read as Arrow tables of a bounded number of rows, so that memory
     follows the chunk, not the file."""
 
     num_rows: int
     column_names: list[str]
 
+    @abc.abstractmethod
     def chunks(self, rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
         """The rows in file order, ``rows`` at a time (the last chunk may be shorter), with ``columns`` only."""
-        raise NotImplementedError
 
 
 class ParquetRows(RowSource):
@@ -282,7 +283,14 @@ class ParquetRows(RowSource):
             raise DataError(f"{path}: the file has no rows")
 
     def chunks(self, rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
-        for batch in self.file.iter_batches(batch_size=rows, columns=columns, use_threads=True):
+        batches = self.file.iter_batches(batch_size=rows, columns=columns, use_threads=True)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (pa.ArrowException, OSError) as error:  # a damaged row group
+                raise DataError(f"{self.path}: could not be read as parquet: {type(error).__name__}: {error}") from None
             yield pa.Table.from_batches([batch])
 
 
