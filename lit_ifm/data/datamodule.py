@@ -15,12 +15,12 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from lit_ifm.data import encoding, sources, store
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.negatives import sample_negatives
+from lit_ifm.data.sampling import OrderedRows, ShuffledRows
 from lit_ifm.data.schema import Field, FieldSchema
 from lit_ifm.data.sources import SPLITS, SplitOrigin, SplitRows, split_rows
 from lit_ifm.data.store import EncodedSplit
@@ -536,10 +536,10 @@ class FieldAwareDataModule(L.LightningDataModule):
             # resumed from a checkpoint sees the same batches as an uninterrupted one, and every DDP rank
             # shuffles alike. The seed is seed_everything's (split_seed when nothing was seeded).
             seed = int(os.environ.get("PL_GLOBAL_SEED", hp.split_seed))  # seed_everything's, same on all ranks
-            sampler = DistributedSampler(dataset, world_size, rank, shuffle=True, seed=seed)
+            sampler = ShuffledRows(dataset, world_size, rank, seed=seed)
         else:
             # Each validation/test row is scored exactly once across ranks (no padding duplicates).
-            sampler = UnrepeatedDistributedSampler(dataset, world_size, rank, shuffle=False)
+            sampler = OrderedRows(dataset, world_size, rank)
         return DataLoader(
             dataset,
             batch_size=hp.batch_size if shuffle else hp.eval_batch_size or hp.batch_size,
