@@ -36,7 +36,7 @@ class ShuffledRows(DistributedSampler):
         generator = torch.Generator()
         generator.manual_seed(self.seed + self.epoch)
         indices = torch.randperm(len(self.dataset), generator=generator)
-        if not self.drop_last:  # repeat the first rows so that every rank gets as many
+        if not self.drop_last and self.total_size > len(indices):  # repeat the first rows: as many for every rank
             indices = indices.repeat(-(-self.total_size // len(indices)))[: self.total_size]
         return _blocks(indices[self.rank: self.total_size: self.num_replicas])
 
