@@ -35,7 +35,7 @@ def main() -> None:
     data = FieldAwareDataModule(synthetic=config, pin_memory=device == "cuda")
     data.setup("fit")
     resident = FieldAwareDataModule(synthetic=config, device_resident=True)  # batches gathered on the GPU
-    rows = len(data._datasets["train"])
+    rows = len(data.prepared.splits["train"])
     print(f"synthetic Frappe-shaped data: {rows} training rows, {data.schema.num_features} features, "
           f"built in {time.perf_counter() - start:.1f} s; K={args.embedding_dim}, {precision}")
     print("| model | batch | Lightning samples/s | plain loop samples/s | Lightning / plain | peak GPU memory "

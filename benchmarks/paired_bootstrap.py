@@ -42,7 +42,7 @@ def main() -> None:
         module, class_name = class_path.rsplit(".", 1)
         model_class = getattr(importlib.import_module(module), class_name)
         errors[name] = squared_errors(model_class.load_from_checkpoint(checkpoint), data)
-    rows = np.random.default_rng(0).integers(0, len(next(iter(errors.values()))), size=(args.resamples, len(data._datasets["test"])))
+    rows = np.random.default_rng(0).integers(0, len(next(iter(errors.values()))), size=(args.resamples, len(data.prepared.splits["test"])))
     (base, base_errors), *others = errors.items()
     for name, model_errors in others:
         difference = np.sqrt(model_errors[rows].mean(1)) - np.sqrt(base_errors[rows].mean(1))

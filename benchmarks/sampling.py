@@ -44,7 +44,7 @@ def main() -> None:
         config = SyntheticConfig(rows=args.rows, num_fields=fields, vocabulary_size=100)
         data = FieldAwareDataModule(synthetic=config, batch_size=args.batch_size)
         data.setup("fit")
-        rows = len(data._datasets["train"])
+        rows = len(data.prepared.splits["train"])
         model_args = {"embedding_dim": args.embedding_dim, "attention_dim": args.attention_dim, "lr": 0.01}
         baseline = lightning_seconds(IFM, data, model_args, args.epochs, **timing)
         pairs = fields * (fields - 1) // 2

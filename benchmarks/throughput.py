@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 
 from lit_ifm import FieldAwareDataModule, FieldBatch
@@ -76,8 +77,9 @@ def plain_loop_seconds(model_class, data, model_args, epochs: int, batch_size: i
     torch.manual_seed(0)
     model = model_class(data.schema, **model_args).to(device)
     optimizer = model.configure_optimizers()
-    train = data._datasets["train"]
-    ids, values, labels = train.feature_ids, train.feature_values, train.labels
+    train = data.prepared.splits["train"]
+    ids = torch.from_numpy(train.feature_ids.astype(np.int64))
+    values, labels = torch.from_numpy(train.feature_values), torch.from_numpy(np.array(train.labels))
     if torch.device(device).type == "cuda":
         ids, values, labels = ids.pin_memory(), values.pin_memory(), labels.pin_memory()
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
@@ -125,7 +127,7 @@ def main() -> None:
     cache_dir = tempfile.mkdtemp(prefix="lit_ifm_bench_")
     data, cold = timed_data_module(args.source, cache_dir, args.batch_size)
     data, warm = timed_data_module(args.source, cache_dir, args.batch_size)
-    rows = len(data._datasets["train"])
+    rows = len(data.prepared.splits["train"])
 
     loading = loading_seconds(data, args.epochs)
     plain = plain_loop_seconds(model_class, data, model_args, args.epochs, args.batch_size)

@@ -310,3 +310,24 @@ def test_the_data_report_shows_the_schema_and_what_encoding_changed(tmp_path):
         "  tags   multi, split on '|', longest 3      3       3                0               1         0          test 1",
     ]
     assert "out-of-vocabulary id" in note
+
+
+@pytest.mark.parametrize("rows, world, drop_last", [(10, 1, False), (10, 3, False), (10, 3, True), (2, 5, False),
+                                                     (1000, 4, False), (7, 2, True)])
+def test_the_row_order_is_torchs_without_a_list_of_every_row(rows, world, drop_last):
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+    from torch.utils.data import DistributedSampler
+
+    from lit_ifm.data.sampling import OrderedRows, ShuffledRows
+
+    data = list(range(rows))
+    for rank in range(world):
+        for seed, epoch in ((0, 0), (2019, 3)):
+            ours = ShuffledRows(data, world, rank, seed=seed, drop_last=drop_last)
+            torchs = DistributedSampler(data, world, rank, shuffle=True, seed=seed, drop_last=drop_last)
+            ours.set_epoch(epoch)
+            torchs.set_epoch(epoch)
+            assert list(ours) == list(torchs) and len(ours) == len(torchs)
+        if rows >= world:
+            ordered = list(OrderedRows(data, world, rank))
+            assert ordered == list(UnrepeatedDistributedSampler(data, world, rank, shuffle=False))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from conftest import REPO
@@ -28,16 +30,36 @@ def tiny_ml_tag(folder: Path, rows: int = 300) -> Path:
     return folder
 
 
+def tiny_ctr_folder(folder: Path, numeric: list[str], categorical: list[str], rows: int = 200) -> Path:
+    """A folder laid out like reczoo/Criteo_x1 or Avazu_x1: train/valid/test CSV with a 0/1 ``label``, the numeric
+    columns (some missing) and the categorical ones (hex strings, some missing)."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for split in ("train", "valid", "test"):
+        frame = pd.DataFrame({"label": rng.integers(0, 2, rows)})
+        for name in numeric:
+            frame[name] = np.where(rng.random(rows) < 0.2, np.nan, rng.exponential(1.0, rows).round(3))
+        for name in categorical:
+            frame[name] = [None if rng.random() < 0.05 else f"{value:08x}" for value in rng.integers(0, 30, rows)]
+        frame.to_csv(folder / f"{split}.csv", index=False)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def local_sources(tmp_path_factory, small_frappe_dir) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sources")
-    return {"frappe": small_frappe_dir, "movielens": tiny_ml_tag(root / "ml-tag")}
+    return {"frappe": small_frappe_dir, "movielens": tiny_ml_tag(root / "ml-tag"),
+            "criteo": tiny_ctr_folder(root / "Criteo_x1", [f"I{i}" for i in range(1, 14)],
+                                      [f"C{i}" for i in range(1, 27)]),
+            "avazu": tiny_ctr_folder(root / "Avazu_x1", [], [f"feat_{i}" for i in range(1, 23)])}
 
 
 def test_every_model_has_a_recipe_per_dataset():
     stems = {path.stem for path in RECIPES}
     for model in ("ffm", "afm", "nfm", "deepfm", "ifm", "inn", "deepifm"):
         assert {f"{model}_frappe", f"{model}_movielens", f"{model}_synthetic"} <= stems
+    for model in ("fm", "ifm", "inn", "deepifm"):
+        assert {f"{model}_criteo", f"{model}_avazu"} <= stems
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: path.stem)

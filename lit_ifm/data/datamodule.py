@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -12,14 +15,15 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
-from lit_ifm.data import encoding, sources
+from lit_ifm.data import encoding, sources, store
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.negatives import sample_negatives
-from lit_ifm.data.schema import FieldSchema
-from lit_ifm.data.sources import SPLITS, SplitOrigin
+from lit_ifm.data.sampling import OrderedRows, ShuffledRows
+from lit_ifm.data.schema import Field, FieldSchema
+from lit_ifm.data.sources import SPLITS, SplitOrigin, SplitRows, split_rows
+from lit_ifm.data.store import EncodedSplit
 from lit_ifm.data.synthetic import SyntheticConfig
 from lit_ifm.errors import ConfigError, DataError
 
@@ -27,38 +31,40 @@ Task = Literal["regression", "binary"]
 
 
 class FieldBatchDataset(Dataset):
-    """Rows held as contiguous tensors; a batch is one fancy-index per tensor, never a loop per row."""
+    """Batches gathered from an encoded split (memory-mapped): one fancy index per array, never a loop per row.
+    With :meth:`to`, the split is copied to a device once and batches are gathered there."""
 
-    def __init__(self, split: encoding.EncodedSplit):
-        self.feature_ids = torch.from_numpy(split.feature_ids)
-        self.feature_values = torch.from_numpy(split.feature_values)
-        self.labels = torch.from_numpy(split.labels)
+    def __init__(self, split: EncodedSplit):
+        self.split = split
+        self.labels: torch.Tensor | None = None  # the device copy, once moved
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.split)
 
     def __getitems__(self, indices: list[int]) -> FieldBatch:
+        if self.labels is None:
+            rows = np.asarray(indices, dtype=np.int64)
+            ids, values, labels = self.split.gather(rows)
+            return FieldBatch(torch.from_numpy(ids), torch.from_numpy(values), torch.from_numpy(labels),
+                              torch.from_numpy(rows))
         index = torch.as_tensor(indices, dtype=torch.long, device=self.labels.device)
         return FieldBatch(self.feature_ids[index], self.feature_values[index], self.labels[index], index)
 
     def to(self, device: torch.device | str) -> FieldBatchDataset:
-        """Moves the rows, so that batches are gathered where the model is."""
-        self.feature_ids, self.feature_values, self.labels = (
-            tensor.to(device) for tensor in (self.feature_ids, self.feature_values, self.labels))
+        """Copies the rows to ``device``, so that batches are gathered where the model is."""
+        self.feature_ids = torch.from_numpy(self.split.feature_ids.astype(np.int64)).to(device)
+        self.feature_values = torch.from_numpy(self.split.feature_values).to(device)
+        self.labels = torch.from_numpy(np.array(self.split.labels)).to(device)
         return self
 
     def __getitem__(self, index: int) -> FieldBatch:
         return self.__getitems__([index])
 
 
-def split_rows(count: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """A seeded 70/20/10 split of ``count`` rows (the paper's protocol), each part in file order.
-
-    >>> [len(part) for part in split_rows(10, np.random.default_rng(0))]
-    [7, 2, 1]
-    """
-    order = rng.permutation(count)
-    return [np.sort(part) for part in np.split(order, [int(0.7 * count), int(0.9 * count)])]
+# Settings that change the encoded splits, so a store built under other settings is not reused.
+_ENCODING_SETTINGS = ("task", "categorical", "numeric", "multi_valued", "label", "signed_labels", "positive_threshold",
+                      "min_count", "max_values", "negatives_per_positive", "item_field", "split_seed",
+                      "numeric_buckets", "hash_buckets", "missing_as_id")
 
 
 def _already_batched(batch: FieldBatch) -> FieldBatch:
@@ -67,12 +73,14 @@ def _already_batched(batch: FieldBatch) -> FieldBatch:
 
 @dataclass
 class PreparedData:
-    """What preparing a source gives: the schema, the encoded splits, the counted changes and the printed summary."""
+    """What preparing a source gives: the schema, the encoded splits, the counted changes, the printed summary and
+    the folder of the store that holds the splits (``None`` for a source of one's own, whose store is not kept)."""
 
     schema: FieldSchema
-    splits: dict[str, encoding.EncodedSplit]
+    splits: dict[str, EncodedSplit]
     report: list[str]
     summary: str
+    folder: Path | None = None
 
 
 class FieldAwareDataModule(L.LightningDataModule):
@@ -95,6 +103,11 @@ class FieldAwareDataModule(L.LightningDataModule):
     embedding row per training id, whatever the ids' values.
     The :attr:`schema` is ready once the module is built, so LightningCLI links it to the model.
 
+    The source is read in chunks and encoded once into a store of flat files (:mod:`lit_ifm.data.store`) under
+    ``cache_dir``, reused while the files and the data settings are unchanged; every process (DDP ranks,
+    DataLoader workers) maps the same store and gathers its batches from it, so memory stays flat in the number of
+    rows.
+
     Args:
         source: ``synthetic``, a local path, or a Hub dataset id.
         task: ``regression`` (labels used as numbers) or ``binary`` (labels 0/1 or -1/+1, or any numbers with
@@ -107,7 +120,8 @@ class FieldAwareDataModule(L.LightningDataModule):
             task reads 0/1 and -1/+1 alike and ignores it, so one recipe serves both tasks.
         positive_threshold: binary only: labels at or above it are positive (1), the others negative (0), e.g. 4
             for 1..5 ratings. Without it, binary labels must be 0/1 or -1/+1.
-        min_count: training values seen fewer times map to the out-of-vocabulary id.
+        min_count: training values seen fewer times map to the out-of-vocabulary id; one count for every field,
+            or a mapping from field names to counts (fields not named keep every value), e.g. ``{C3: 10}``.
         max_values: the most slots a multi-valued field takes (default: its longest training row).
         negatives_per_positive: for positive-only logs, sampled negatives per positive row (the paper: 2).
         item_field: the field whose value is replaced to make a negative.
@@ -117,9 +131,17 @@ class FieldAwareDataModule(L.LightningDataModule):
         eval_batch_size: validation, test and predict batch size (default: ``batch_size``).
         num_workers: DataLoader worker processes.
         pin_memory: pin batches for faster host-to-GPU copies.
+        numeric_buckets: ``log2`` turns every numeric field into a categorical one of buckets floor(ln(x)^2)
+            for x > 2 and int(x) otherwise (the Criteo winners' transform, as in BARS and FuxiCTR).
+        hash_buckets: categorical fields whose values map to a fixed number of ids by a hash rather than by a
+            vocabulary, e.g. ``{C3: 1000000}`` (with ``min_count``, rarer values map to the out-of-vocabulary id).
+        missing_as_id: a missing value of a categorical (or bucketed numeric) field is a value of its own, with its
+            own id, rather than an absent feature.
         device_resident: keep every split on the accelerator the trainer uses and gather batches there (no
             per-batch host work or copy; the data must fit in its memory; no workers, no pinning).
-        cache_dir: where ``datasets`` caches parsed files (default: ``$LIT_IFM_CACHE`` or its own).
+        cache_dir: where encoded splits are stored, memory-mapped and reused (``<cache_dir>/encoded``), and where
+            ``datasets`` caches parsed CSV, JSON and libFM files (default: ``$LIT_IFM_CACHE``, else
+            ``~/.cache/lit_ifm`` and ``datasets``' own).
         predict_split: the split ``predict`` scores.
         synthetic: the generator's settings when ``source`` is ``synthetic``.
     """
@@ -134,7 +156,7 @@ class FieldAwareDataModule(L.LightningDataModule):
         label: str = "label",
         signed_labels: bool = False,
         positive_threshold: float | None = None,
-        min_count: int = 1,
+        min_count: int | dict[str, int] = 1,
         max_values: int | None = None,
         negatives_per_positive: int = 0,
         item_field: str | None = None,
@@ -143,6 +165,9 @@ class FieldAwareDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
+        numeric_buckets: Literal["log2"] | None = None,
+        hash_buckets: dict[str, int] | None = None,
+        missing_as_id: bool = False,
         device_resident: bool = False,
         cache_dir: str | None = None,
         predict_split: Literal["train", "validation", "test"] = "test",
@@ -157,8 +182,11 @@ class FieldAwareDataModule(L.LightningDataModule):
                               "labels as numbers")
         if negatives_per_positive and not item_field:
             raise ConfigError("negatives_per_positive needs item_field, the field whose value a negative replaces")
-        if min_count < 1:
+        counts = min_count.values() if isinstance(min_count, dict) else [min_count]
+        if any(count < 1 for count in counts):
             raise ConfigError(f"min_count must be at least 1, got {min_count}")
+        if any(buckets < 1 for buckets in (hash_buckets or {}).values()):
+            raise ConfigError(f"hash_buckets must be at least 1 per field, got {hash_buckets}")
         if device_resident and (num_workers or pin_memory):
             raise ConfigError("device_resident batches are gathered on the accelerator: set num_workers=0 and "
                               "pin_memory=false")
@@ -234,156 +262,240 @@ class FieldAwareDataModule(L.LightningDataModule):
 
     def _prepare(self) -> PreparedData:
         with sources.quiet_datasets():
-            return self._prepare_quietly()
+            folder, temporary = self._store()
+        opened = store.Store(folder)
+        if temporary:  # mapped already: the files live on until the maps close
+            shutil.rmtree(folder, ignore_errors=True)
+        return PreparedData(opened.schema, opened.splits, opened.report, opened.summary, None if temporary else folder)
 
-    def _prepare_quietly(self) -> PreparedData:
+    def _store(self) -> tuple[Path, bool]:
+        """The folder of the encoded splits, built unless a store for this source and these settings exists, and
+        whether it is a temporary one (a source of one's own, whose rows this module cannot fingerprint)."""
+        settings = [(name, self.hparams[name]) for name in _ENCODING_SETTINGS]
+        own_rows = self.load_rows()
+        if own_rows is not None:
+            self.store_root.mkdir(parents=True, exist_ok=True)
+            folder = Path(tempfile.mkdtemp(prefix="own-rows.tmp-", dir=self.store_root))
+            try:
+                self._build(folder, lambda rng: self._own_split_rows(own_rows, rng), self._column_specs)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            return folder, True
+        if self.source == "synthetic":
+            key = encoding.fingerprint(store.STORE_VERSION, "synthetic", self.synthetic, settings)
+            names = self.synthetic.field_names
+            return store.build_once(self.store_root, key, lambda folder: self._build(
+                folder, self._synthetic_rows, lambda: [self._spec(name, "categorical", names) for name in names])), False
+        location = sources.download_from_hub(self.source, self._cache_dir) if sources.is_hub_id(self.source) \
+            else self.source
+        found = sources.find_source_files(location)
+        files = {split: sources.file_identity(path) for split, path in found.files.items()}
+        key = encoding.fingerprint(store.STORE_VERSION, found.layout, files, settings)
+        columns = (lambda: None) if found.layout == "libfm" else self._column_specs
+        return store.build_once(self.store_root, key,
+                                lambda folder: self._build(folder, lambda rng: self._file_rows(found, rng), columns)), False
+
+    @property
+    def store_root(self) -> Path:
+        """The folder that holds the encoded splits of every source and setting (one sub-folder each)."""
+        return sources.store_root(self.hparams.cache_dir)
+
+    def _own_split_rows(self, own_rows, rng: np.random.Generator) -> SplitRows:
+        origin = Path(f"{type(self).__name__}.load_rows")
+        if not isinstance(own_rows, dict):
+            return SplitRows.at_random(sources.DatasetRows(own_rows), origin, rng)
+        if sorted(own_rows) != sorted(SPLITS):
+            raise DataError(f"{origin}: returned splits {sorted(own_rows)}; expected {list(SPLITS)}, or one "
+                            "table to split at random")
+        return SplitRows({split: sources.DatasetRows(own_rows[split]) for split in SPLITS},
+                         {split: SplitOrigin(origin) for split in SPLITS})
+
+    def _synthetic_rows(self, rng: np.random.Generator) -> SplitRows:
+        return SplitRows.at_random(sources.DatasetRows(self.synthetic.generate(self.task)), Path("synthetic"), rng)
+
+    def _file_rows(self, found: sources.SourceFiles, rng: np.random.Generator) -> SplitRows:
+        if found.layout == "libfm":
+            opened = {split: sources.DatasetRows(sources.read_lines(path, self._cache_dir), from_file=True)
+                      for split, path in found.files.items()}
+        else:
+            opened = {split: sources.ParquetRows(path) if path.suffix.lower() == ".parquet" else
+                      sources.DatasetRows(sources.read_table(path, self._cache_dir), from_file=True)
+                      for split, path in found.files.items()}
+        if found.has_splits:
+            return SplitRows(opened, {split: SplitOrigin(path) for split, path in found.files.items()})
+        return SplitRows.at_random(opened["all"], found.files["all"], rng)
+
+    def _build(self, folder: Path, split_rows_of, columns_of) -> None:
+        """Reads the source in chunks, encodes it and writes the store's files into ``folder``: a first pass counts
+        the training values, a second encodes every split; memory follows the chunk and the vocabularies.
+        ``split_rows_of(rng)`` opens the source; ``columns_of()`` gives a table's field spec, ``None`` for libFM."""
         hp = self.hparams
         report = encoding.EncodingReport()
         rng = np.random.default_rng(hp.split_seed)
-        own_rows = self.load_rows()
-        if own_rows is not None:
-            origin = Path(f"{type(self).__name__}.load_rows")
-            if isinstance(own_rows, dict):
-                if sorted(own_rows) != sorted(SPLITS):
-                    raise DataError(f"{origin}: returned splits {sorted(own_rows)}; expected {list(SPLITS)}, or one "
-                                    "table to split at random")
-                tables, origins = own_rows, {split: SplitOrigin(origin) for split in SPLITS}
-            else:
-                tables, origins = self._random_split(own_rows, origin, rng)
-            splits, schema_fields, num_features = self._encode_tables(tables, origins, self._column_specs(), report)
-        elif self.source == "synthetic":
-            columns = [encoding.ColumnSpec(name, "categorical") for name in self.synthetic.field_names]
-            tables, origins = self._random_split(self.synthetic.generate(self.task), Path("synthetic"), rng)
-            splits, schema_fields, num_features = self._encode_tables(tables, origins, columns, report)
+        rows = split_rows_of(rng)
+        rows.origins = store.keep_file_rows(folder, rows.origins)
+        for split in SPLITS:
+            if rows.num_rows(split) == 0:
+                raise DataError(f"the {split} split ({rows.origins[split].path}) has no rows")
+        specs = columns_of()
+        libfm = specs is None
+        if libfm:
+            vocabulary, encode, columns = self._libfm_vocabulary(rows, report)
         else:
-            location = sources.download_from_hub(self.source, self._cache_dir) if sources.is_hub_id(self.source) \
-                else self.source
-            found = sources.find_source_files(location)
-            if found.layout == "libfm":
-                splits, schema_fields, num_features = self._encode_libfm(found, rng, report)
-            else:
-                tables = {split: sources.read_table(path, self._cache_dir) for split, path in found.files.items()}
-                if found.has_splits:
-                    origins = {split: SplitOrigin(path) for split, path in found.files.items()}
-                else:
-                    tables, origins = self._random_split(tables["all"], found.files["all"], rng)
-                splits, schema_fields, num_features = self._encode_tables(tables, origins, self._column_specs(),
-                                                                          report)
-        for split, data in splits.items():
-            if len(data) == 0:
-                raise DataError(f"the {split} split of {self.source} has no rows")
-        splits = self._map_labels(splits)
+            vocabulary, encode, columns = self._table_vocabulary(rows, specs, report)
+        width = vocabulary.num_slots
+        value_slots = tuple(range(width)) if libfm else vocabulary.value_slots
+        numbers = np.zeros(width, dtype=bool)  # libFM positions with a value other than 0 and 1
+        with contextlib.ExitStack() as files:
+            writers = {split: files.enter_context(store.SplitWriter(folder, split, width, value_slots))
+                       for split in SPLITS}
+            for split, first, chunk in rows.chunks(encoding.CHUNK_ROWS, SPLITS, columns):
+                ids, values, labels = encode(split, first, chunk)
+                writers[split].append(ids, values, labels)
+                numbers |= ((values != 0) & (values != 1)).any(axis=0)
+        labels = {split: store.LabelFile(folder, split, encoding.CHUNK_ROWS) for split in SPLITS}
+        if libfm:  # store values only for the positions that carry numbers
+            value_slots = tuple(int(slot) for slot in np.flatnonzero(numbers))
+            for split in SPLITS:
+                store.keep_value_slots(folder, split, width, width, list(value_slots), encoding.CHUNK_ROWS)
+        self._map_labels(labels, rows.origins)
+        fields = vocabulary.fields()
         if hp.negatives_per_positive:
-            splits = self._add_negatives(splits, schema_fields, num_features, rng)
-        train_labels = splits["train"].labels
-        schema = FieldSchema(schema_fields, num_features, (float(train_labels.min()), float(train_labels.max())))
-        lines = [f"{split}: {len(data)} rows" for split, data in splits.items()] + report.lines()
-        return PreparedData(schema, splits, lines, self._summary(schema, splits, report))
+            self._add_negatives(folder, labels, fields, vocabulary.num_features, value_slots, rng)
+        low, high, mean = labels["train"].range_and_mean()
+        schema = FieldSchema(fields, vocabulary.num_features, (low, high))
+        counts = {split: len(labels[split]) for split in SPLITS}
+        lines = [f"{split}: {counts[split]} rows" for split in SPLITS] + report.lines()
+        store.write_meta(folder, schema, value_slots, rows.origins, counts, lines,
+                         self._summary(schema, counts, mean, report))
 
-    def _summary(self, schema: FieldSchema, splits: dict[str, encoding.EncodedSplit],
+    def _libfm_vocabulary(self, rows: SplitRows, report: encoding.EncodingReport):
+        first = rows.origins["train"].path
+        names = self._field_names(first)
+        if self.hparams.hash_buckets or self.hparams.numeric_buckets:
+            raise DataError(f"{first.name}: hash_buckets and numeric_buckets apply to table columns; libFM files "
+                            "carry feature ids already")
+        vocabulary = encoding.LibFMVocabulary(names, [self._min_count(name, names) for name in names], report)
+
+        def parse(split: str, first_row: int, chunk) -> tuple[np.ndarray, ...]:
+            return encoding.parse_libfm(chunk.column("text"), rows.origins[split], first_row, names)
+
+        def train_ids():
+            return ((first_row, parse(split, first_row, chunk)[0])
+                    for split, first_row, chunk in rows.chunks(encoding.CHUNK_ROWS, ("train",)))
+
+        for _, ids in train_ids():
+            vocabulary.count(ids)
+        vocabulary.finish(train_ids, rows.origins["train"])
+
+        def encode(split: str, first_row: int, chunk) -> tuple[np.ndarray, ...]:
+            ids, values, labels = parse(split, first_row, chunk)
+            return vocabulary.encode(ids, values, rows.origins[split], first_row, split), values, labels
+
+        return vocabulary, encode, None
+
+    def _table_vocabulary(self, rows: SplitRows, columns: list[encoding.ColumnSpec], report: encoding.EncodingReport):
+        hp = self.hparams
+        labelled = not (hp.negatives_per_positive and hp.label not in rows.column_names("train"))
+        label = hp.label if labelled else None
+        for split in SPLITS:
+            encoding.check_columns(rows.column_names(split), columns, label, rows.origins[split].path)
+        read = [spec.name for spec in columns] + ([label] if label else [])
+        vocabulary = encoding.TableVocabulary(columns, label, hp.max_values, report)
+        for split, first_row, chunk in rows.chunks(encoding.CHUNK_ROWS, ("train",), read):
+            vocabulary.count(chunk, rows.origins[split], first_row)
+        vocabulary.finish()
+
+        def encode(split: str, first_row: int, chunk) -> tuple[np.ndarray, ...]:
+            return vocabulary.encode(chunk, rows.origins[split], first_row, split, labelled)
+
+        return vocabulary, encode, read
+
+    def _summary(self, schema: FieldSchema, counts: dict[str, int], mean: float,
                  report: encoding.EncodingReport) -> str:
-        train = splits["train"].labels
+        low, high = schema.label_range
         if self.task == "binary":
-            labels = f"{train.mean():.1%} of the training labels positive"
+            summary = f"{mean:.1%} of the training labels positive"
         else:
-            labels = f"labels from {train.min():.4g} to {train.max():.4g}" + (
+            summary = f"labels from {low:.4g} to {high:.4g}" + (
                 " (0/1 read as -1/+1)" if self.hparams.signed_labels else "")
-        rows = ", ".join(f"{split} {len(data):,}" for split, data in splits.items())
-        head = (f"lit_ifm data from {self.source}, task {self.task}: {rows} rows; {labels}; {schema.num_fields} "
+        rows = ", ".join(f"{split} {counts[split]:,}" for split in SPLITS)
+        head = (f"lit_ifm data from {self.source}, task {self.task}: {rows} rows; {summary}; {schema.num_fields} "
                 f"fields in {schema.num_slots} slots, {schema.num_features:,} feature ids")
         return "\n".join([head, *(f"  {line}" for line in report.table(schema.fields))])
 
+    def _min_count(self, name: str, names) -> int:
+        min_count = self.hparams.min_count
+        if not isinstance(min_count, dict):
+            return min_count
+        unknown = sorted(set(min_count) - set(names))
+        if unknown:
+            raise DataError(f"min_count names {unknown}, which are not fields; the fields are {list(names)}")
+        return min_count.get(name, 1)
+
+    def _spec(self, name: str, kind: str, names, separator: str = "|") -> encoding.ColumnSpec:
+        hp = self.hparams
+        return encoding.ColumnSpec(name, kind, separator, self._min_count(name, names),
+                                   hp.numeric_buckets if kind == "numeric" else None,
+                                   (hp.hash_buckets or {}).get(name), hp.missing_as_id)
+
     def _column_specs(self) -> list[encoding.ColumnSpec]:
         hp = self.hparams
-        specs = [encoding.ColumnSpec(name, "categorical") for name in hp.categorical or []]
-        specs += [encoding.ColumnSpec(name, "numeric") for name in hp.numeric or []]
-        specs += [encoding.ColumnSpec(name, "multi", separator) for name, separator in (hp.multi_valued or {}).items()]
+        names = [*(hp.categorical or []), *(hp.numeric or []), *(hp.multi_valued or {})]
+        specs = [self._spec(name, "categorical", names) for name in hp.categorical or []]
+        specs += [self._spec(name, "numeric", names) for name in hp.numeric or []]
+        specs += [self._spec(name, "multi", names, separator) for name, separator in (hp.multi_valued or {}).items()]
         if not specs:
             raise DataError(f"data source {self.source}: a table source needs a field spec: name its columns "
                             "with categorical, numeric and/or multi_valued")
         names = [spec.name for spec in specs]
         if len(set(names)) != len(names):
             raise DataError(f"the field spec names a column twice: {names}")
+        hashed = {spec.name: spec for spec in specs if spec.hash_buckets}
+        unknown = sorted(set(hp.hash_buckets or {}) - set(hashed))
+        wrong = [name for name, spec in hashed.items() if spec.kind == "multi" or (spec.kind == "numeric" and not
+                                                                                   spec.buckets)]
+        if unknown or wrong:
+            raise DataError(f"hash_buckets names {unknown + wrong}, which are not categorical fields; the "
+                            f"categorical fields are {[s.name for s in specs if s.kind == 'categorical']}")
         return specs
 
-    @staticmethod
-    def _random_split(table, path: Path, rng: np.random.Generator) -> tuple[dict, dict[str, SplitOrigin]]:
-        parts = dict(zip(SPLITS, split_rows(len(table), rng)))
-        return ({split: table.select(rows) for split, rows in parts.items()},
-                {split: SplitOrigin(path, rows) for split, rows in parts.items()})
-
-    def _encode_tables(self, tables, origins: dict[str, SplitOrigin], columns, report):
-        labelled = not (self.hparams.negatives_per_positive and self.hparams.label not in tables["train"].column_names)
-        label = self.hparams.label if labelled else None
-        vocabulary = encoding.TableVocabulary(tables["train"], origins["train"].path, columns, label,
-                                              self.hparams.min_count, self.hparams.max_values, report)
-        splits = {}
-        for split in SPLITS:
-            if len(tables[split]) == 0:
-                raise DataError(f"the {split} split ({origins[split].path}) has no rows")
-            ids, values, labels = vocabulary.encode(tables[split], origins[split], split, labelled)
-            splits[split] = encoding.EncodedSplit(split, ids, values, labels, origins[split])
-        return splits, vocabulary.fields(), vocabulary.num_features
-
-    def _encode_libfm(self, found: sources.SourceFiles, rng, report):
-        first = found.files.get("train", found.files.get("all"))
-        names = self._field_names(first)
-        parsed = {split: encoding.parse_libfm(sources.read_lines(path, self._cache_dir), path, names)
-                  for split, path in found.files.items()}
-        origins = {split: SplitOrigin(path) for split, path in found.files.items()}
-        if not found.has_splits:
-            ids, values, labels = parsed.pop("all")
-            parts = dict(zip(SPLITS, split_rows(len(labels), rng)))
-            parsed = {split: (ids[rows], values[rows], labels[rows]) for split, rows in parts.items()}
-            origins = {split: SplitOrigin(found.files["all"], rows) for split, rows in parts.items()}
-        for split in SPLITS:
-            if len(parsed[split][2]) == 0:
-                raise DataError(f"the {split} split ({origins[split].path}) has no rows")
-        vocabulary = encoding.LibFMVocabulary(parsed["train"][0], origins["train"], names, self.hparams.min_count,
-                                              report)
-        splits = {}
-        for split in SPLITS:
-            ids, values, labels = parsed[split]
-            encoded = vocabulary.encode(ids, origins[split], split)
-            encoded = np.where(values == 0, vocabulary.num_features, encoded)
-            splits[split] = encoding.EncodedSplit(split, encoded, values, labels, origins[split])
-        return splits, vocabulary.fields(), vocabulary.num_features
-
-    def _map_labels(self, splits: dict[str, encoding.EncodedSplit]) -> dict[str, encoding.EncodedSplit]:
-        """The labels the task trains on: 0/1 for binary, numbers (-1/+1 with signed_labels) for regression."""
+    def _map_labels(self, labels: dict[str, store.LabelFile], origins: dict[str, SplitOrigin]) -> None:
+        """Maps the stored labels to those the task trains on: 0/1 for binary, numbers (-1/+1 with signed_labels)
+        for regression."""
         hp = self.hparams
         if self.task == "binary" and hp.positive_threshold is not None:
-            threshold = hp.positive_threshold
-            return {split: self._with_labels(data, data.labels >= threshold) for split, data in splits.items()}
-        if self.task == "binary":
-            self._check_two_classes(splits, "task binary", "set positive_threshold (labels at or above it are positive, "
-                                    "e.g. --data.positive_threshold 4 for 1..5 ratings) or use task regression")
-            return {split: self._with_labels(data, data.labels > 0) for split, data in splits.items()}
-        if hp.signed_labels:
-            self._check_two_classes(splits, "signed_labels", "drop signed_labels to use the labels as numbers")
-            return {split: self._with_labels(data, np.where(data.labels == 0, -1.0, data.labels))
-                    for split, data in splits.items()}
-        return splits
+            mapping = lambda data: data >= hp.positive_threshold  # noqa: E731
+        elif self.task == "binary":
+            self._check_two_classes(labels, origins, "task binary", "set positive_threshold (labels at or above it are "
+                                    "positive, e.g. --data.positive_threshold 4 for 1..5 ratings) or use task regression")
+            mapping = lambda data: data > 0  # noqa: E731
+        elif hp.signed_labels:
+            self._check_two_classes(labels, origins, "signed_labels", "drop signed_labels to use the labels as numbers")
+            mapping = lambda data: np.where(data == 0, -1.0, data)  # noqa: E731
+        else:
+            return
+        for data in labels.values():
+            data.map(mapping)
 
     @staticmethod
-    def _check_two_classes(splits: dict[str, encoding.EncodedSplit], what: str, advice: str) -> None:
+    def _check_two_classes(labels: dict[str, store.LabelFile], origins: dict[str, SplitOrigin], what: str,
+                           advice: str) -> None:
         """Labels all 0/1 or all -1/+1. Anything else, or 0 beside -1 (three classes?), would be read wrongly."""
-        signed = any((data.labels == -1).any() for data in splits.values())
+        signed = any((chunk == -1).any() for data in labels.values() for _, chunk in data.chunks())
         allowed = (-1.0, 1.0) if signed else (0.0, 1.0)
-        for data in splits.values():
-            unexpected = np.flatnonzero(~np.isin(data.labels, allowed))
-            if len(unexpected):
-                row = int(unexpected[0])
-                label = f"{data.labels[row]:g}" + (" beside -1 labels" if signed and data.labels[row] == 0 else "")
-                raise DataError(f"{data.origin.where(row)}: label {label} is not 0/1 or -1/+1, as {what} expects; "
-                                f"{advice}")
+        for split, data in labels.items():
+            for start, chunk in data.chunks():
+                unexpected = np.flatnonzero(~np.isin(chunk, allowed))
+                if len(unexpected):
+                    value = chunk[int(unexpected[0])]
+                    label = f"{value:g}" + (" beside -1 labels" if signed and value == 0 else "")
+                    raise DataError(f"{origins[split].where(start + int(unexpected[0]))}: label {label} is not 0/1 or "
+                                    f"-1/+1, as {what} expects; {advice}")
 
-    @staticmethod
-    def _with_labels(data: encoding.EncodedSplit, labels: np.ndarray) -> encoding.EncodedSplit:
-        return encoding.EncodedSplit(data.name, data.feature_ids, data.feature_values, labels.astype(np.float32),
-                                     data.origin)
-
-    def _add_negatives(self, splits, fields, num_features, rng):
+    def _add_negatives(self, folder: Path, labels: dict[str, store.LabelFile], fields: list[Field],
+                       num_features: int, value_slots: tuple[int, ...], rng: np.random.Generator) -> None:
         hp = self.hparams
         names = [field.name for field in fields]
         if hp.item_field not in names:
@@ -392,26 +504,25 @@ class FieldAwareDataModule(L.LightningDataModule):
         if item.slots != 1:
             raise DataError(f"item_field {hp.item_field!r} must be single-valued for negative sampling")
         item_slot = sum(field.slots for field in fields[: names.index(hp.item_field)])
-        for split, data in splits.items():
-            if (data.labels <= 0).any():
+        positives = {split: data.read() for split, data in labels.items()}
+        for split, data in positives.items():
+            if (data <= 0).any():
                 raise DataError(f"negative sampling expects a positive-only log, but the {split} split has "
-                                f"{int((data.labels <= 0).sum())} rows with a label <= 0")
-        observed = np.concatenate([data.feature_ids for data in splits.values()])
-        train_items = np.unique(splits["train"].feature_ids[:, item_slot])
-        items = train_items[train_items != item.oov_id]
+                                f"{int((data <= 0).sum())} rows with a label <= 0")
+        num_slots = sum(field.slots for field in fields)
+        splits = {split: store.read_split(folder, split, num_slots, len(value_slots)) for split in SPLITS}
+        observed = np.concatenate([ids for ids, _ in splits.values()]).astype(np.int64)
+        train_items = np.unique(splits["train"][0][:, item_slot])
+        items = train_items[train_items != item.oov_id].astype(np.int64)
         negative_label = 0.0 if self.task == "binary" else -1.0
-        result = {}
-        for split, data in splits.items():
-            negatives = sample_negatives(data.feature_ids, item_slot, items, observed, hp.negatives_per_positive, rng)
-            negative_values = np.repeat(data.feature_values, hp.negatives_per_positive, axis=0)
-            result[split] = encoding.EncodedSplit(
-                split,
-                np.concatenate([data.feature_ids, negatives]),
-                np.concatenate([data.feature_values, negative_values]),
-                np.concatenate([data.labels, np.full(len(negatives), negative_label, dtype=np.float32)]),
-                data.origin,  # the sampled rows come after the file's, so row numbers of the file still hold
-            )
-        return result
+        for split, (ids, values) in splits.items():
+            negatives = sample_negatives(ids.astype(np.int64), item_slot, items, observed, hp.negatives_per_positive,
+                                         rng)
+            # the sampled rows come after the file's, so row numbers of the file still hold
+            store.rewrite_split(folder, split, np.concatenate([ids, negatives]),
+                                np.concatenate([values, np.repeat(values, hp.negatives_per_positive, axis=0)]))
+            labels[split].write(np.concatenate([positives[split],
+                                                np.full(len(negatives), negative_label, dtype=np.float32)]))
 
     # --- loading ------------------------------------------------------------------------------------
 
@@ -425,10 +536,10 @@ class FieldAwareDataModule(L.LightningDataModule):
             # resumed from a checkpoint sees the same batches as an uninterrupted one, and every DDP rank
             # shuffles alike. The seed is seed_everything's (split_seed when nothing was seeded).
             seed = int(os.environ.get("PL_GLOBAL_SEED", hp.split_seed))  # seed_everything's, same on all ranks
-            sampler = DistributedSampler(dataset, world_size, rank, shuffle=True, seed=seed)
+            sampler = ShuffledRows(dataset, world_size, rank, seed=seed)
         else:
             # Each validation/test row is scored exactly once across ranks (no padding duplicates).
-            sampler = UnrepeatedDistributedSampler(dataset, world_size, rank, shuffle=False)
+            sampler = OrderedRows(dataset, world_size, rank)
         return DataLoader(
             dataset,
             batch_size=hp.batch_size if shuffle else hp.eval_batch_size or hp.batch_size,

@@ -1,7 +1,9 @@
 """Turning raw rows into feature ids, values and labels, with vocabularies built on the training split.
 
-Parsing runs once per file through ``datasets.Dataset.map`` (batched, cached by ``datasets`` and
-memory-mapped); the vocabulary look-ups are vectorised numpy/Arrow work, never a Python loop per row.
+Rows arrive in chunks (Arrow tables of :data:`CHUNK_ROWS` rows). A first pass counts the training values of every
+field, a second encodes every split chunk by chunk; both are vectorised Arrow/numpy work, never a Python loop per
+row (libFM lines included: Python reads a chunk line by line only to name the first bad line of a chunk that
+Arrow could not parse).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,23 +21,9 @@ import pyarrow.compute as pc
 from lit_ifm.data.schema import Field, FieldKind
 from lit_ifm.data.sources import DataError, SplitOrigin, line_of, not_utf8
 
-MAP_BATCH_SIZE = 50_000
-_ENCODING_VERSION = 2  # bump when parsing or encoding changes, so cached results are not reused
-
-
-@dataclass
-class EncodedSplit:
-    """One split as contiguous arrays: ids ``(N, S)``, values ``(N, S)``, labels ``(N,)``, and where its rows
-    come from (for messages)."""
-
-    name: str
-    feature_ids: np.ndarray
-    feature_values: np.ndarray
-    labels: np.ndarray
-    origin: SplitOrigin
-
-    def __len__(self) -> int:
-        return len(self.labels)
+CHUNK_ROWS = 1 << 18  # rows encoded at once: large enough for vectorised work, small enough to stay flat in memory
+MISSING = ""  # the token of a missing value when missing values are their own feature
+_ENCODING_VERSION = 3  # bump when parsing or encoding changes, so cached results are not reused
 
 
 @dataclass
@@ -135,67 +122,75 @@ def vocabulary_fingerprint(values: np.ndarray | list[str], ids: np.ndarray, oov_
     return digest.hexdigest()[:16]
 
 
-def arrow_rows(dataset: datasets.Dataset) -> pa.Table:
-    """A dataset's rows as one Arrow table. After ``select`` (a random split of one file), ``dataset.data``
-    still holds every row of the file; this holds the selected ones only."""
-    return dataset.with_format("arrow")[:]
-
-
-def _to_numpy_matrix(column: pa.ChunkedArray | pa.Array, width: int, dtype) -> np.ndarray:
-    flat = column.combine_chunks().flatten() if isinstance(column, pa.ChunkedArray) else column.flatten()
-    return np.array(flat.to_numpy(zero_copy_only=False), dtype=dtype).reshape(-1, width)
-
-
-def _columns(dataset: datasets.Dataset, width: int, ids: str, values: str) -> tuple[np.ndarray, ...]:
-    table = dataset.data.table
-    return (
-        _to_numpy_matrix(table.column(ids), width, np.int64),
-        _to_numpy_matrix(table.column(values), width, np.float32),
-        np.array(table.column("label").to_numpy(), dtype=np.float32),
-    )
-
-
 # --- libFM --------------------------------------------------------------------------------------------
 
 
-class _LibFMParser:
-    """``label id:value id:value ...`` lines with exactly one feature per positional field."""
+class _Unparsed(Exception):
+    """A chunk of libFM lines that Arrow's vectorised parsing does not take as it is."""
 
-    def __init__(self, path: Path, num_fields: int, field_names: tuple[str, ...]):
-        self.path, self.num_fields, self.field_names = path, num_fields, field_names
 
-    def __call__(self, batch: dict[str, list[str]], indices: list[int]) -> dict[str, np.ndarray]:
-        rows = len(indices)
-        labels = np.empty(rows, dtype=np.float64)
-        ids = np.empty((rows, self.num_fields), dtype=np.int64)
-        values = np.empty((rows, self.num_fields), dtype=np.float32)
-        for row, (index, line) in enumerate(zip(indices, batch["text"])):  # once per file, then cached
-            tokens = line.split()
-            where = line_of(self.path, index)
-            if len(tokens) != self.num_fields + 1:
-                raise DataError(f"{where}: {max(len(tokens) - 1, 0)} features, expected {self.num_fields} "
-                                f"(one per field: {', '.join(self.field_names)}) after the label")
+def parse_libfm(lines: pa.ChunkedArray | pa.Array, origin: SplitOrigin, first_row: int,
+                field_names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw global ids ``(n, F)`` int64, values ``(n, F)`` float32 and labels ``(n,)`` float64 of a chunk of
+    ``label id:value id:value ...`` lines, one feature per positional field, parsed by Arrow. A chunk it cannot
+    parse is read line by line as Python would, which names the first bad line (``first_row`` is the chunk's
+    first row in its split)."""
+    width = len(field_names)
+    try:
+        tokens = pc.utf8_split_whitespace(pc.utf8_trim_whitespace(lines))
+        if pc.any(pc.not_equal(pc.list_value_length(tokens), width + 1)).as_py():
+            raise _Unparsed
+        flat = pc.list_flatten(tokens)
+        rows = len(flat) // (width + 1)
+        is_label = np.zeros(len(flat), dtype=bool)
+        is_label[:: width + 1] = True
+        labels = pc.cast(pc.filter(flat, pa.array(is_label)), pa.float64()).to_numpy(zero_copy_only=False)
+        parts = pc.split_pattern(pc.filter(flat, pa.array(~is_label)), ":", max_splits=1)
+        if pc.any(pc.not_equal(pc.list_value_length(parts), 2)).as_py():
+            raise _Unparsed
+        ids = pc.cast(pc.list_element(parts, 0), pa.int64()).to_numpy(zero_copy_only=False).reshape(rows, width)
+        values = pc.cast(pc.list_element(parts, 1), pa.float64()).to_numpy(zero_copy_only=False)
+        values = values.astype(np.float32).reshape(rows, width)
+        if (ids < 0).any() or not (np.isfinite(values).all() and np.isfinite(labels).all()):
+            raise _Unparsed
+        return ids, values, labels
+    except (_Unparsed, pa.ArrowInvalid):
+        return _parse_libfm_lines(lines.to_pylist(), origin, first_row, field_names)
+
+
+def _parse_libfm_lines(lines: list[str], origin: SplitOrigin, first_row: int,
+                       field_names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    width = len(field_names)
+    labels = np.empty(len(lines), dtype=np.float64)
+    ids = np.empty((len(lines), width), dtype=np.int64)
+    values = np.empty((len(lines), width), dtype=np.float32)
+    for row, line in enumerate(lines):  # only for a chunk Arrow could not parse: find and name its bad line
+        tokens = line.split()
+        where = origin.where(first_row + row)
+        if len(tokens) != width + 1:
+            raise DataError(f"{where}: {max(len(tokens) - 1, 0)} features, expected {width} "
+                            f"(one per field: {', '.join(field_names)}) after the label")
+        try:
+            labels[row] = float(tokens[0])
+        except ValueError:
+            raise DataError(f"{where}: label {tokens[0]!r} is not a number") from None
+        if not math.isfinite(labels[row]):
+            raise DataError(f"{where}: label {tokens[0]!r} is not a finite number")
+        for position, token in enumerate(tokens[1:]):
+            feature, colon, value = token.partition(":")
             try:
-                labels[row] = float(tokens[0])
+                if not colon:
+                    raise ValueError
+                ids[row, position] = int(feature)
+                values[row, position] = float(value)
             except ValueError:
-                raise DataError(f"{where}: label {tokens[0]!r} is not a number") from None
-            if not math.isfinite(labels[row]):
-                raise DataError(f"{where}: label {tokens[0]!r} is not a finite number")
-            for position, token in enumerate(tokens[1:]):
-                feature, colon, value = token.partition(":")
-                try:
-                    if not colon:
-                        raise ValueError
-                    ids[row, position] = int(feature)
-                    values[row, position] = float(value)
-                except ValueError:
-                    raise DataError(f"{where}: malformed libFM token {token!r} in field "
-                                    f"{self.field_names[position]!r}; expected <feature id>:<value>") from None
-                if ids[row, position] < 0:
-                    raise DataError(f"{where}: negative feature id in {token!r}")
-                if not math.isfinite(values[row, position]):
-                    raise DataError(f"{where}: feature value in {token!r} is not a finite number")
-        return {"label": labels, "raw_ids": ids, "values": values}
+                raise DataError(f"{where}: malformed libFM token {token!r} in field "
+                                f"{field_names[position]!r}; expected <feature id>:<value>") from None
+            if ids[row, position] < 0:
+                raise DataError(f"{where}: negative feature id in {token!r}")
+            if not math.isfinite(values[row, position]):
+                raise DataError(f"{where}: feature value in {token!r} is not a finite number")
+    return ids, values, labels
 
 
 def count_libfm_fields(path: Path) -> int:
@@ -211,53 +206,66 @@ def count_libfm_fields(path: Path) -> int:
     return len(first) - 1
 
 
-def parse_libfm(lines: datasets.Dataset, path: Path, field_names: tuple[str, ...]) -> tuple[np.ndarray, ...]:
-    """Raw global ids ``(N, F)``, values ``(N, F)`` and labels ``(N,)`` of a libFM file."""
-    width = len(field_names)
-    parsed = lines.map(
-        _LibFMParser(path, width, field_names),
-        batched=True,
-        batch_size=MAP_BATCH_SIZE,
-        with_indices=True,
-        remove_columns=["text"],
-        features=datasets.Features({
-            "label": datasets.Value("float64"),
-            "raw_ids": datasets.Sequence(datasets.Value("int64"), length=width),
-            "values": datasets.Sequence(datasets.Value("float32"), length=width),
-        }),
-        desc=f"parsing {path.name}",
-        new_fingerprint=fingerprint(lines._fingerprint, "libfm", field_names),
-    )
-    return _columns(parsed, width, "raw_ids", "values")
+class _IdCounts:
+    """How often each id occurs, summed over chunks."""
+
+    def __init__(self):
+        self.ids = np.empty(0, dtype=np.int64)
+        self.counts = np.empty(0, dtype=np.int64)
+
+    def add(self, ids: np.ndarray, counts: np.ndarray | None = None) -> None:
+        merged, inverse = np.unique(np.concatenate([self.ids, ids]), return_inverse=True)
+        weights = np.concatenate([self.counts, np.ones(len(ids), np.int64) if counts is None else counts])
+        self.ids, self.counts = merged, np.bincount(inverse, weights=weights, minlength=len(merged)).astype(np.int64)
 
 
 class LibFMVocabulary:
-    """Maps the file's feature ids densely: the training ids seen at least ``min_count`` times take ids
-    ``0 .. n-1`` in id order (one embedding row each, whatever their values), and any other id maps to its
+    """Maps the file's feature ids densely: the training ids seen at least ``min_count`` times (their field's) take
+    ids ``0 .. n-1`` in id order (one embedding row each, whatever their values), and any other id maps to its
     field's out-of-vocabulary id ``n + field``. Each id belongs to the field of its position.
+
+    Training chunks go to :meth:`count`, then :meth:`finish` builds the mapping and :meth:`encode` applies it.
     """
 
-    def __init__(self, train_ids: np.ndarray, origin: SplitOrigin, field_names: tuple[str, ...], min_count: int,
-                 report: EncodingReport):
-        self.field_names, self.report = field_names, report
-        self.seen, counts = np.unique(train_ids, return_counts=True)  # sorted; memory follows rows, not id values
+    def __init__(self, field_names: tuple[str, ...], min_counts: list[int], report: EncodingReport):
+        self.field_names, self.min_counts, self.report = field_names, min_counts, report
+        self.positions = [_IdCounts() for _ in field_names]
+        self.value_slots: tuple[int, ...] = ()
+
+    def count(self, raw_ids: np.ndarray) -> None:
+        """Counts a chunk of training ids ``(n, F)``."""
+        for position, counts in enumerate(self.positions):
+            ids, seen = np.unique(raw_ids[:, position], return_counts=True)
+            counts.add(ids, seen)
+
+    def finish(self, train_chunks, origin: SplitOrigin) -> None:
+        """Builds the mapping. ``train_chunks()`` reads the training ids again, as ``(first_row, ids)`` pairs,
+        only to name the row of an id that stands in two fields."""
+        self.seen = np.unique(np.concatenate([counts.ids for counts in self.positions]))  # sorted
+        counts = np.zeros(len(self.seen), dtype=np.int64)
         self.owner = np.full(len(self.seen), -1, dtype=np.int64)  # the field (position) of each seen id
-        for position in range(train_ids.shape[1]):
-            index = np.searchsorted(self.seen, np.unique(train_ids[:, position]))
+        for position, own in enumerate(self.positions):
+            index = np.searchsorted(self.seen, own.ids)
             clash = self.owner[index] >= 0
             if clash.any():
-                self._changes_field(train_ids, origin, int(self.seen[index[clash][0]]))
+                self._changes_field(train_chunks(), origin, int(self.seen[index[clash][0]]))
             self.owner[index] = position
-        kept = counts >= min_count
+            counts[index] += own.counts
+        kept = counts >= np.asarray(self.min_counts)[self.owner]
         self.dense = np.where(kept, np.cumsum(kept) - 1, -1)  # seen id -> its row, -1 for rare ids
         self.size = int(kept.sum())
-        for position, name in enumerate(field_names):
-            report.rare_features[name] += int(((self.owner == position) & ~kept).sum())
+        for position, name in enumerate(self.field_names):
+            self.report.rare_features[name] += int(((self.owner == position) & ~kept).sum())
 
     @property
     def num_features(self) -> int:
         """Feature ids in all: the kept training ids, then one out-of-vocabulary id per field."""
         return self.size + len(self.field_names)
+
+    @property
+    def num_slots(self) -> int:
+        """One slot per positional field."""
+        return len(self.field_names)
 
     def oov_id(self, position: int) -> int:
         """The out-of-vocabulary id of the field at ``position``."""
@@ -272,9 +280,10 @@ class LibFMVocabulary:
             fields.append(Field(name, "categorical", int(own.sum()) + 1, 1, self.oov_id(position), fingerprint))
         return fields
 
-    def encode(self, raw_ids: np.ndarray, origin: SplitOrigin, split: str) -> np.ndarray:
-        """Dense ids ``(N, F)`` for a split's raw libFM ids; unseen ones map to their field's out-of-vocabulary
-        id (counted in the report outside training)."""
+    def encode(self, raw_ids: np.ndarray, values: np.ndarray, origin: SplitOrigin, first_row: int,
+               split: str) -> np.ndarray:
+        """Dense ids ``(n, F)`` for a chunk of a split's raw libFM ids; unseen ones map to their field's
+        out-of-vocabulary id (counted in the report outside training), absent ones (value 0) to padding."""
         encoded = np.empty_like(raw_ids)
         for position, name in enumerate(self.field_names):
             column = raw_ids[:, position]
@@ -282,22 +291,28 @@ class LibFMVocabulary:
             owner = np.where(self.seen[index] == column, self.owner[index], -1)
             clash = (owner >= 0) & (owner != position)
             if clash.any():
-                self._changes_field(raw_ids, origin, int(column[clash][0]), int(owner[clash][0]))
+                self._changes_field([(first_row, raw_ids)], origin, int(column[clash][0]), int(owner[clash][0]))
             known = (owner == position) & (self.dense[index] >= 0)
             encoded[:, position] = np.where(known, self.dense[index], self.oov_id(position))
             if split != "train":
                 self.report.unseen_values[(split, name)] += int((~known).sum())
-        return encoded
+        return np.where(values == 0, self.num_features, encoded)
 
-    def _changes_field(self, ids: np.ndarray, origin: SplitOrigin, feature: int, owner: int | None = None) -> None:
-        rows, positions = np.nonzero(ids == feature)  # in row order
-        owner = int(positions[0]) if owner is None else owner
-        clash = int(np.flatnonzero(positions != owner)[0])
-        position = int(positions[clash])
-        raise DataError(f"{origin.where(int(rows[clash]))}: feature id {feature} stands in field "
-                        f"{self.field_names[position]!r} (position {position + 1}) but belongs to field "
-                        f"{self.field_names[owner]!r} (position {owner + 1}); positional libFM fields need each "
-                        "id in one field only")
+    def _changes_field(self, chunks, origin: SplitOrigin, feature: int, owner: int | None = None) -> None:
+        for first_row, ids in chunks:
+            rows, positions = np.nonzero(ids == feature)  # in row order
+            if not len(rows):
+                continue
+            owner = int(positions[0]) if owner is None else owner
+            clashes = np.flatnonzero(positions != owner)
+            if len(clashes):
+                clash = int(clashes[0])
+                position = int(positions[clash])
+                raise DataError(f"{origin.where(first_row + int(rows[clash]))}: feature id {feature} stands in field "
+                                f"{self.field_names[position]!r} (position {position + 1}) but belongs to field "
+                                f"{self.field_names[owner]!r} (position {owner + 1}); positional libFM fields need "
+                                "each id in one field only")
+        raise AssertionError(f"feature id {feature} was counted in two fields but found in one")
 
 
 # --- tables (CSV, TSV, parquet, JSON lines, in-memory) -----------------------------------------------
@@ -305,9 +320,27 @@ class LibFMVocabulary:
 
 @dataclass(frozen=True)
 class ColumnSpec:
+    """How one column becomes a field.
+
+    Args:
+        name: the column.
+        kind: ``categorical``, ``numeric`` or ``multi`` (see :class:`~lit_ifm.data.schema.Field`).
+        separator: a multi-valued column's separator.
+        min_count: training values seen fewer times map to the out-of-vocabulary id.
+        buckets: ``log2`` turns a numeric column into a categorical one: its value x becomes the bucket
+            floor(ln(x)^2) for x > 2 and int(x) otherwise (the Criteo winners', as in BARS and FuxiCTR).
+        hash_buckets: a categorical column's values map to this many ids by a hash (FNV-1a, 64 bits) rather
+            than by a vocabulary; with ``min_count``, rarer values map to the out-of-vocabulary id.
+        missing_as_id: a categorical column's missing values are a value of their own rather than absent.
+    """
+
     name: str
     kind: FieldKind
     separator: str = "|"
+    min_count: int = 1
+    buckets: str | None = None
+    hash_buckets: int | None = None
+    missing_as_id: bool = False
 
 
 def _as_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -340,54 +373,148 @@ def _numbers(column: pa.ChunkedArray | pa.Array, origin: SplitOrigin, name: str,
     return numbers
 
 
+def log_buckets(numbers: np.ndarray) -> np.ndarray:
+    """The Criteo winners' bucket of each number: floor(ln(x)^2) for x > 2, int(x) otherwise; NaN (missing) stays.
+
+    >>> log_buckets(np.array([0.0, 2.0, 3.0, 10.0, 1000.0, -1.0, np.nan])).tolist()
+    [0.0, 2.0, 1.0, 5.0, 47.0, -1.0, nan]
+    """
+    large = numbers > 2
+    with np.errstate(invalid="ignore"):
+        return np.where(large, np.floor(np.log(np.where(large, numbers, 1.0)) ** 2), np.trunc(numbers))
+
+
+def hash_buckets(strings: pa.ChunkedArray | pa.Array, buckets: int) -> np.ndarray:
+    """Each string's FNV-1a 64-bit hash modulo ``buckets``, computed byte position by byte position over the
+    whole array (no loop per string). Missing strings hash as empty ones.
+
+    >>> hash_buckets(pa.array(["a", "", None]), 1000).tolist()  # FNV-1a: 0xaf63dc4c8601ec8c, 0xcbf29ce484222325
+    [996, 37, 37]
+    """
+    array = pc.cast(strings, pa.large_string()).fill_null("")
+    array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset: array.offset + len(array) + 1]
+    data = np.frombuffer(array.buffers()[2], dtype=np.uint8) if array.buffers()[2] is not None else np.empty(0, np.uint8)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    hashes = np.full(len(array), 0xCBF29CE484222325, dtype=np.uint64)
+    prime = np.uint64(0x100000001B3)
+    for position in range(int(lengths.max(initial=0))):
+        active = np.flatnonzero(lengths > position)
+        hashes[active] = (hashes[active] ^ data[starts[active] + position]) * prime
+    return (hashes % np.uint64(buckets)).astype(np.int64)
+
+
+class _ValueCounts:
+    """How often each value of a field occurs, summed over chunks (merged as the partial counts grow)."""
+
+    MERGE_AT = 1_000_000  # partial counts held before they are merged, per field
+
+    def __init__(self):
+        self.parts: list[pa.Table] = []
+        self.pending = 0
+
+    def add(self, values: pa.ChunkedArray | pa.Array) -> None:
+        counts = pc.value_counts(pc.drop_null(values))
+        self.parts.append(pa.table({"values": counts.field("values"), "counts": counts.field("counts")}))
+        self.pending += len(counts)
+        if self.pending > self.MERGE_AT:
+            self._merge()
+
+    def _merge(self) -> None:
+        if len(self.parts) > 1:
+            merged = pa.concat_tables(self.parts).group_by("values").aggregate([("counts", "sum")])
+            self.parts = [pa.table({"values": merged.column("values"), "counts": merged.column("counts_sum")})]
+        self.pending = sum(part.num_rows for part in self.parts)
+
+    def kept(self, min_count: int) -> tuple[pa.Array, int]:
+        """The values seen at least ``min_count`` times, sorted, and how many distinct values were rarer."""
+        self._merge()
+        if not self.parts:
+            return pa.array([], pa.string()), 0
+        values, counts = self.parts[0].column("values"), self.parts[0].column("counts")
+        kept = pc.filter(values, pc.greater_equal(counts, min_count))
+        kept = kept.combine_chunks() if isinstance(kept, pa.ChunkedArray) else kept
+        return pc.take(kept, pc.array_sort_indices(kept)), len(values) - len(kept)
+
+
 class TableVocabulary:
     """Per-field vocabularies of a table's training split; ids are laid out field after field, each
-    field's out-of-vocabulary id last. Numeric fields take one id whose value is the number."""
+    field's out-of-vocabulary id last. Numeric fields take one id whose value is the number.
 
-    def __init__(self, train: datasets.Dataset, path: Path, columns: list[ColumnSpec], label: str | None,
-                 min_count: int, max_values: int | None, report: EncodingReport):
-        table = arrow_rows(train)  # the training rows only, also when they were selected from one file
-        check_columns(table.column_names, columns, label, path)
-        self.columns, self.label, self.report = columns, label, report
+    Training chunks go to :meth:`count`, then :meth:`finish` builds the vocabularies and :meth:`encode` applies them.
+    """
+
+    def __init__(self, columns: list[ColumnSpec], label: str | None, max_values: int | None,
+                 report: EncodingReport):
+        self.columns, self.label, self.max_values, self.report = columns, label, max_values, report
+        self.counts = {spec.name: _ValueCounts() for spec in columns if _counted(spec)}
+        self.longest = {spec.name: 0 for spec in columns if spec.kind == "multi"}
+
+    def count(self, table: pa.Table, origin: SplitOrigin, first_row: int) -> None:
+        """Counts a chunk of training rows."""
+        for spec in self.columns:
+            if spec.kind == "multi":
+                lists = pc.split_pattern(_as_strings(table.column(spec.name)), spec.separator)
+                lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+                self.longest[spec.name] = max(self.longest[spec.name], int(np.nan_to_num(lengths, nan=0).max(initial=0)))
+                tokens = pc.list_flatten(lists)
+                self.counts[spec.name].add(pc.filter(tokens, pc.not_equal(tokens, "")))
+            elif spec.name in self.counts:
+                self.counts[spec.name].add(_tokens(table.column(spec.name), spec, origin, first_row))
+
+    def finish(self) -> None:
+        """Builds every field's vocabulary, slots and ids from the counts."""
         self.vocabularies: list[pa.Array | None] = []
         self.offsets: list[int] = []
         self.slots: list[int] = []
         offset = 0
-        for spec in columns:
+        for spec in self.columns:
             self.offsets.append(offset)
-            if spec.kind == "numeric":
+            if spec.kind == "numeric" and not spec.buckets:
                 self.vocabularies.append(None)
                 self.slots.append(1)
                 offset += 1
                 continue
-            values = _as_strings(table.column(spec.name))
             if spec.kind == "multi":
-                lists = pc.split_pattern(values, spec.separator)
-                lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
-                tokens = pc.list_flatten(lists)
-                tokens = pc.filter(tokens, pc.not_equal(tokens, ""))
-                longest = int(np.nan_to_num(lengths, nan=0).max()) if len(lengths) else 1
-                self.slots.append(max(1, min(longest, max_values or longest)))
-                report.multi_splits[spec.name] = (spec.separator, longest)
-                values = tokens
+                longest = self.longest[spec.name] or 1
+                self.slots.append(max(1, min(longest, self.max_values or longest)))
+                self.report.multi_splits[spec.name] = (spec.separator, longest)
             else:
                 self.slots.append(1)
-            counts = pc.value_counts(pc.drop_null(values))
-            kept = pc.filter(counts.field("values"), pc.greater_equal(counts.field("counts"), min_count))
-            report.rare_features[spec.name] += len(counts) - len(kept)
-            vocabulary = pc.array_sort_indices(kept)
-            self.vocabularies.append(pc.take(kept, vocabulary))
+            if spec.hash_buckets:
+                kept = self.counts[spec.name].kept(spec.min_count)[0] if spec.name in self.counts else None
+                self.vocabularies.append(kept)
+                offset += spec.hash_buckets + 1
+                continue
+            kept, rare = self.counts[spec.name].kept(spec.min_count)
+            self.report.rare_features[spec.name] += rare
+            self.vocabularies.append(kept)
             offset += len(kept) + 1
         self.num_features = offset
+        self.value_slots = tuple(slot for slot, (spec, _) in enumerate(self._slot_columns())
+                                 if spec.kind == "numeric" and not spec.buckets)
+
+    def _slot_columns(self):
+        return [(spec, slot) for spec, slots in zip(self.columns, self.slots) for slot in range(slots)]
+
+    def _size(self, spec: ColumnSpec, vocabulary: pa.Array | None) -> int:
+        return spec.hash_buckets if spec.hash_buckets else len(vocabulary)
 
     def fields(self) -> list[Field]:
         """The schema's fields, in the order of the field spec, with sizes, slots and fingerprints."""
         fields = []
         for spec, vocabulary, slots, offset in zip(self.columns, self.vocabularies, self.slots, self.offsets):
+            if spec.kind == "numeric" and not spec.buckets:
+                # one id whose value is the number, and no vocabulary
+                fields.append(Field(spec.name, "numeric", 0, 1, offset, vocabulary_fingerprint([], np.arange(0), offset)))
+                continue
+            size = self._size(spec, vocabulary)
             values = [] if vocabulary is None else vocabulary.to_pylist()
-            oov_id = offset + len(values)
-            fingerprint = vocabulary_fingerprint(values, np.arange(offset, oov_id), oov_id)
-            fields.append(Field(spec.name, spec.kind, len(values) + (vocabulary is not None), slots, oov_id, fingerprint))
+            if spec.hash_buckets:  # the hash and the kept values (when min_count keeps some out) define the ids
+                values = [f"fnv1a64 % {spec.hash_buckets}", *values]
+            kind = "multi" if spec.kind == "multi" else "categorical"
+            fingerprint = vocabulary_fingerprint(values, np.arange(offset, offset + size), offset + size)
+            fields.append(Field(spec.name, kind, size + 1, slots, offset + size, fingerprint))
         return fields
 
     @property
@@ -395,37 +522,80 @@ class TableVocabulary:
         """Slots of a row: one per categorical or numeric field, ``slots`` per multi-valued field."""
         return sum(self.slots)
 
-    def encode(self, dataset: datasets.Dataset, origin: SplitOrigin, split: str,
-               labelled: bool = True) -> tuple[np.ndarray, ...]:
-        """Ids ``(N, S)``, values ``(N, S)`` and labels ``(N,)`` of a split; unseen values and truncated rows are
-        counted in the report."""
-        check_columns(dataset.column_names, self.columns, self.label if labelled else None, origin.path)
-        width = self.num_slots
-        encoded = dataset.with_format("arrow").map(
-            _TableEncoder(self, origin, split, labelled),
-            batched=True,
-            batch_size=MAP_BATCH_SIZE,
-            with_indices=True,
-            remove_columns=dataset.column_names,
-            features=datasets.Features({
-                "feature_ids": datasets.Sequence(datasets.Value("int64"), length=width),
-                "feature_values": datasets.Sequence(datasets.Value("float32"), length=width),
-                "label": datasets.Value("float64"),
-                "unseen": datasets.Sequence(datasets.Value("int64"), length=len(self.columns)),
-                "truncated": datasets.Sequence(datasets.Value("int64"), length=len(self.columns)),
-            }),
-            desc=f"encoding {origin.path.name}",
-            new_fingerprint=fingerprint(dataset._fingerprint, "table", split, labelled, self.label, self.columns,
-                                        self.offsets, self.slots, self.num_features,
-                                        [None if v is None else v.to_pylist() for v in self.vocabularies]),
-        )
-        table = encoded.data.table
-        for name, key in (("unseen", self.report.unseen_values), ("truncated", self.report.truncated_rows)):
-            counts = _to_numpy_matrix(table.column(name), len(self.columns), np.int64).sum(axis=0)
-            for spec, count in zip(self.columns, counts):
-                if split != "train" or name == "truncated":
-                    key[(split, spec.name)] += int(count)
-        return _columns(encoded, width, "feature_ids", "feature_values")
+    def encode(self, table: pa.Table, origin: SplitOrigin, first_row: int, split: str,
+               labelled: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ids ``(n, S)``, values ``(n, S)`` and labels ``(n,)`` of a chunk of a split whose first row is the split's
+        ``first_row``; unseen values and truncated rows are counted in the report."""
+        rows = table.num_rows
+        # slot-major (S, n) while filling, so that each field writes contiguous memory; rows-major views at the end
+        ids = np.empty((self.num_slots, rows), dtype=np.int64)
+        values = np.zeros((self.num_slots, rows), dtype=np.float32)
+        slot = 0
+        for spec, words, offset, slots in zip(self.columns, self.vocabularies, self.offsets, self.slots):
+            column = table.column(spec.name)
+            block = slice(slot, slot + slots)
+            unseen = truncated = 0
+            if spec.kind == "numeric" and not spec.buckets:
+                numbers = _numbers(column, origin, spec.name, first_row, "value")
+                ids[slot] = offset
+                values[slot] = np.nan_to_num(numbers, nan=0.0)
+            elif spec.kind == "multi":
+                list_ids, list_values, unseen, truncated = _encode_lists(
+                    _as_strings(column), spec.separator, words, offset, slots)
+                ids[block], values[block] = list_ids.T, list_values.T
+            else:
+                tokens = _tokens(column, spec, origin, first_row)
+                present = ~pc.is_null(tokens).to_numpy(zero_copy_only=False)
+                size = self._size(spec, words)
+                if spec.hash_buckets:
+                    found = np.ones(rows, dtype=bool) if words is None else _positions(tokens, words)[1]
+                    position = hash_buckets(tokens, size)
+                else:
+                    position, found = _positions(tokens, words)
+                ids[slot] = np.where(found, position + offset, offset + size)
+                values[slot] = present
+                unseen = present & ~found
+            if split != "train":
+                self.report.unseen_values[(split, spec.name)] += int(np.sum(unseen))
+            self.report.truncated_rows[(split, spec.name)] += int(np.sum(truncated))
+            slot += slots
+        ids[values == 0] = self.num_features  # an empty slot (value 0) holds the padding id
+        if labelled:
+            labels = _numbers(table.column(self.label), origin, self.label, first_row, "label")
+            missing = np.flatnonzero(np.isnan(labels))
+            if len(missing):
+                raise DataError(f"{origin.where(first_row + int(missing[0]))}, column "
+                                f"{self.label!r}: the label is missing (empty or NaN)")
+        else:
+            labels = np.ones(rows)
+        return ids.T, values.T, labels
+
+
+def _counted(spec: ColumnSpec) -> bool:
+    """Whether a field's training values are counted: every vocabulary, and hashed fields with a ``min_count``."""
+    if spec.kind == "numeric" and not spec.buckets:
+        return False
+    return not spec.hash_buckets or spec.min_count > 1
+
+
+def _tokens(column: pa.ChunkedArray, spec: ColumnSpec, origin: SplitOrigin, first_row: int) -> pa.ChunkedArray:
+    """A categorical column's values as text (a bucketed numeric column's as its buckets), missing ones as
+    :data:`MISSING` when they are a value of their own, else null."""
+    if spec.buckets:
+        buckets = log_buckets(_numbers(column, origin, spec.name, first_row, "value"))
+        missing = np.isnan(buckets)
+        tokens = pc.cast(pa.array(np.where(missing, 0, buckets).astype(np.int64), mask=missing), pa.string())
+    else:
+        tokens = _as_strings(column)
+    return tokens.fill_null(MISSING) if spec.missing_as_id else tokens
+
+
+def _positions(tokens: pa.ChunkedArray | pa.Array, words: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Each token's position in the sorted vocabulary ``words`` and whether it is there at all."""
+    position = pc.index_in(tokens, value_set=words).to_numpy(zero_copy_only=False)
+    position = np.asarray(position, dtype=np.float64)
+    found = ~np.isnan(position)
+    return np.nan_to_num(position).astype(np.int64), found
 
 
 def check_columns(available: list[str], columns: list[ColumnSpec], label: str | None, path: Path) -> None:
@@ -440,53 +610,6 @@ def check_columns(available: list[str], columns: list[ColumnSpec], label: str | 
         if spec.name == label:  # the model would read the answer it is asked for
             raise DataError(f"the label column {label!r} is also named as a {spec.kind} field; a model must not "
                             "see its label: remove it from the field spec")
-
-
-class _TableEncoder:
-    def __init__(self, vocabulary: TableVocabulary, origin: SplitOrigin, split: str, labelled: bool):
-        self.vocabulary, self.origin, self.split, self.labelled = vocabulary, origin, split, labelled
-
-    def __call__(self, table: pa.Table, indices: list[int]) -> dict[str, np.ndarray]:
-        vocabulary = self.vocabulary
-        rows, first_row = table.num_rows, indices[0]
-        ids = np.empty((rows, vocabulary.num_slots), dtype=np.int64)
-        values = np.zeros((rows, vocabulary.num_slots), dtype=np.float32)
-        unseen = np.zeros((rows, len(vocabulary.columns)), dtype=np.int64)
-        truncated = np.zeros_like(unseen)
-        slot = 0
-        for index, (spec, words, offset, slots) in enumerate(
-                zip(vocabulary.columns, vocabulary.vocabularies, vocabulary.offsets, vocabulary.slots)):
-            column = table.column(spec.name)
-            block = slice(slot, slot + slots)
-            if spec.kind == "numeric":
-                numbers = _numbers(column, self.origin, spec.name, first_row, "value")
-                ids[:, slot] = offset
-                values[:, slot] = np.nan_to_num(numbers, nan=0.0)
-            elif spec.kind == "categorical":
-                strings = _as_strings(column)
-                position = pc.index_in(strings, value_set=words).to_numpy(zero_copy_only=False)
-                present = ~pc.is_null(strings).to_numpy(zero_copy_only=False)
-                found = ~np.isnan(position.astype(np.float64)) if position.dtype == object else ~np.isnan(position)
-                ids[:, slot] = np.where(found, np.nan_to_num(position.astype(np.float64)).astype(np.int64) + offset,
-                                        offset + len(words))
-                values[:, slot] = present
-                unseen[:, index] = present & ~found
-            else:
-                ids[:, block], values[:, block], unseen[:, index], truncated[:, index] = _encode_lists(
-                    _as_strings(column), spec.separator, words, offset, slots)
-            ids[:, block] = np.where(values[:, block] == 0, vocabulary.num_features, ids[:, block])
-            slot += slots
-        if self.labelled:
-            label_column = table.column(vocabulary.label)
-            labels = _numbers(label_column, self.origin, vocabulary.label, first_row, "label")
-            missing = np.flatnonzero(np.isnan(labels))
-            if len(missing):
-                raise DataError(f"{self.origin.where(first_row + int(missing[0]))}, column "
-                                f"{vocabulary.label!r}: the label is missing (empty or NaN)")
-        else:
-            labels = np.ones(rows)
-        return {"feature_ids": ids, "feature_values": values, "label": labels, "unseen": unseen,
-                "truncated": truncated}
 
 
 def _encode_lists(strings: pa.ChunkedArray, separator: str, words: pa.Array, offset: int, slots: int):

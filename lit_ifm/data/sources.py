@@ -3,6 +3,7 @@ into HuggingFace ``datasets`` tables."""
 
 from __future__ import annotations
 
+import abc
 import csv
 import os
 import re
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from lit_ifm.errors import DataError
 
@@ -234,3 +237,153 @@ def _load(builder: str, path: Path, cache_dir: str | None, **options) -> dataset
 def default_cache_dir() -> str | None:
     """Where ``datasets`` caches parsed files unless ``cache_dir`` says: ``$LIT_IFM_CACHE``, else its own default."""
     return os.environ.get("LIT_IFM_CACHE")
+
+
+def store_root(cache_dir: str | None) -> Path:
+    """Where encoded splits are stored: ``<cache_dir>/encoded``, with ``cache_dir`` defaulting to
+    ``$LIT_IFM_CACHE``, else ``~/.cache/lit_ifm``."""
+    return Path(cache_dir or default_cache_dir() or Path.home() / ".cache" / "lit_ifm").expanduser() / "encoded"
+
+
+def file_identity(path: Path) -> tuple:
+    """What says a file is unchanged since a store was built from it: its path, size, change time and inode."""
+    status = path.stat()
+    return str(path.resolve()), status.st_size, status.st_mtime_ns, status.st_ino
+
+
+# --- reading rows in chunks ---------------------------------------------------------------------------
+
+
+class RowSource(abc.ABC):
+    """The rows of one file or in-memory table, read as Arrow tables of a bounded number of rows, so that memory
+    follows the chunk, not the file."""
+
+    num_rows: int
+    column_names: list[str]
+
+    @abc.abstractmethod
+    def chunks(self, rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        """The rows in file order, ``rows`` at a time (the last chunk may be shorter), with ``columns`` only."""
+
+
+class ParquetRows(RowSource):
+    """A parquet file, read row group by row group (no copy of the file is made)."""
+
+    def __init__(self, path: Path):
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: the file is empty")
+        try:
+            self.file = pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as error:
+            raise DataError(f"{path}: could not be read as parquet: {type(error).__name__}: {error}") from None
+        self.path = path
+        self.num_rows = self.file.metadata.num_rows
+        self.column_names = self.file.schema_arrow.names
+        if self.num_rows == 0:
+            raise DataError(f"{path}: the file has no rows")
+
+    def chunks(self, rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        batches = self.file.iter_batches(batch_size=rows, columns=columns, use_threads=True)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except (pa.ArrowException, OSError) as error:  # a damaged row group
+                raise DataError(f"{self.path}: could not be read as parquet: {type(error).__name__}: {error}") from None
+            yield pa.Table.from_batches([batch])
+
+
+class DatasetRows(RowSource):
+    """A ``datasets.Dataset``. One that ``datasets`` parsed from a file (``from_file``: CSV, JSON or text) is read
+    from its cache files batch by batch rather than through its memory map, whose touched pages would stay in the
+    resident set."""
+
+    def __init__(self, dataset: datasets.Dataset, from_file: bool = False):
+        self.dataset, self.from_file = dataset, from_file
+        self.num_rows = len(dataset)
+        self.column_names = dataset.column_names
+
+    def chunks(self, rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        pending: list[pa.RecordBatch] = []
+        count = 0
+        for batch in self._batches():
+            if columns is not None:
+                batch = batch.select(columns)
+            pending.append(batch)
+            count += batch.num_rows
+            while count >= rows:
+                table = pa.Table.from_batches(pending)
+                yield table.slice(0, rows)
+                rest = table.slice(rows)
+                pending, count = rest.to_batches(), rest.num_rows
+        if count:
+            yield pa.Table.from_batches(pending)
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        files = [entry["filename"] for entry in self.dataset.cache_files]
+        if files and self.from_file:
+            for name in files:
+                with pa.OSFile(name) as file:
+                    yield from pa.ipc.open_stream(file)
+        else:
+            yield from self.dataset.with_format("arrow")[:].to_batches()
+
+
+def split_rows(count: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """A seeded 70/20/10 split of ``count`` rows (the paper's protocol), each part in file order.
+
+    >>> [len(part) for part in split_rows(10, np.random.default_rng(0))]
+    [7, 2, 1]
+    """
+    order = rng.permutation(count)
+    return [np.sort(part) for part in np.split(order, [int(0.7 * count), int(0.9 * count)])]
+
+
+class SplitRows:
+    """Which rows make each split: one source per split, or one source whose rows are split 70/20/10 at random
+    (each split keeping file order). Chunks come in file order, each with its split and its first row there."""
+
+    def __init__(self, sources: dict[str, RowSource], origins: dict[str, SplitOrigin],
+                 assignment: np.ndarray | None = None):
+        self.sources, self.origins, self.assignment = sources, origins, assignment
+
+    @classmethod
+    def at_random(cls, source: RowSource, path: Path, rng: np.random.Generator) -> SplitRows:
+        """The rows of ``source`` split at random with ``rng`` (:func:`split_rows`)."""
+        parts = dict(zip(SPLITS, split_rows(source.num_rows, rng)))
+        assignment = np.empty(source.num_rows, dtype=np.int8)
+        for index, rows in enumerate(parts.values()):
+            assignment[rows] = index
+        return cls({"all": source}, {split: SplitOrigin(path, rows) for split, rows in parts.items()}, assignment)
+
+    def num_rows(self, split: str) -> int:
+        """The rows of ``split``."""
+        if self.assignment is None:
+            return self.sources[split].num_rows
+        return len(self.origins[split].file_rows)
+
+    def column_names(self, split: str) -> list[str]:
+        """The columns of the source that ``split`` comes from."""
+        return self.sources[split if self.assignment is None else "all"].column_names
+
+    def chunks(self, rows: int, splits: tuple[str, ...] = SPLITS,
+               columns: list[str] | None = None) -> Iterator[tuple[str, int, pa.Table]]:
+        """``(split, first row in the split, rows)`` for every chunk of ``splits``, in order."""
+        if self.assignment is None:
+            for split in splits:
+                first = 0
+                for chunk in self.sources[split].chunks(rows, columns):
+                    yield split, first, chunk
+                    first += chunk.num_rows
+            return
+        firsts, start = dict.fromkeys(SPLITS, 0), 0
+        for chunk in self.sources["all"].chunks(rows, columns):
+            owner = self.assignment[start: start + chunk.num_rows]
+            start += chunk.num_rows
+            for index, split in enumerate(SPLITS):
+                mine = owner == index
+                count = int(mine.sum())
+                if split in splits and count:
+                    yield split, firsts[split], chunk.filter(pa.array(mine))
+                firsts[split] += count

@@ -1,0 +1,350 @@
+"""The memory-mapped store of encoded splits: the same batches as the in-memory path it replaced, the Criteo options
+(log buckets, hashing, min_count per field, missing values as ids), and builds that are killed or run twice at once."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import torch
+from conftest import FRAPPE_FIELDS, REPO
+
+from lit_ifm import DataError, FieldAwareDataModule, SyntheticConfig
+from lit_ifm.data import encoding, sources
+
+
+def mixed_table(rows: int = 3000, seed: int = 5) -> pd.DataFrame:
+    """Integer ids with missing values, prices with missing and zero values, Zipf-like cities with missing values,
+    tag lists of 0 to 5 tags, a 0/1 label."""
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, 50, rows).astype(float)
+    users[rng.random(rows) < 0.1] = np.nan
+    price = np.round(rng.exponential(3, rows), 2)
+    price[rng.random(rows) < 0.2] = np.nan
+    price[rng.random(rows) < 0.1] = 0
+    city = np.array([f"c{v}" for v in rng.zipf(1.5, rows) % 200], dtype=object)
+    city[rng.random(rows) < 0.05] = None
+    tags = ["|".join(f"t{t}" for t in rng.integers(0, 30, rng.integers(0, 6))) for _ in range(rows)]
+    label = (rng.random(rows) < 0.3).astype(int)
+    return pd.DataFrame({"user": users, "price": price, "city": city, "tags": tags, "clicked": label})
+
+
+MIXED = dict(task="binary", categorical=["user", "city"], numeric=["price"], multi_valued={"tags": "|"},
+             label="clicked", batch_size=256)
+
+
+def digest(module: FieldAwareDataModule) -> str:
+    """Every split's ids, values and labels, the schema, the report and the first batches of the training and
+    validation loaders."""
+    digest = hashlib.sha256()
+    for name, split in module.prepared.splits.items():
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(split.feature_ids, dtype=np.int64).tobytes())
+        digest.update(np.ascontiguousarray(split.feature_values, dtype=np.float32).tobytes())
+        digest.update(np.ascontiguousarray(split.labels, dtype=np.float32).tobytes())
+    digest.update(repr([tuple(field.__dict__.values()) for field in module.schema.fields]).encode())
+    digest.update(repr((module.schema.num_features, module.schema.label_range)).encode())
+    digest.update("\n".join(module.report).encode())
+    digest.update(module.summary.replace(module.source, "<source>").encode())
+    module.setup()
+    for loader in (module.train_dataloader(), module.val_dataloader()):
+        for index, batch in enumerate(loader):
+            for tensor in (batch.feature_ids, batch.feature_values, batch.labels, batch.row_ids):
+                digest.update(tensor.numpy().tobytes())
+                digest.update(str(tensor.dtype).encode())
+            if index == 2:
+                break
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="module")
+def mixed_sources(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("mixed")
+    table = mixed_table()
+    table.to_csv(root / "all.csv", index=False)
+    (root / "parquet").mkdir()
+    table.to_parquet(root / "parquet" / "all.parquet", index=False)
+    (root / "splits").mkdir()
+    for name, part in zip(("train", "valid", "test"), (table.iloc[:2000], table.iloc[2000:2600], table.iloc[2600:])):
+        part.to_csv(root / "splits" / f"{name}.csv", index=False)
+    return {"csv_one_file": root / "all.csv", "parquet_one_file": root / "parquet", "csv_splits": root / "splits"}
+
+
+# Digests of the in-memory path (int64/float32 arrays in RAM, commit 33854a9), which the store replaced.
+IN_MEMORY_DIGESTS = {
+    "frappe": "cfaf4047725ffa0c",
+    "csv_one_file": "92bc71bc74316558",
+    "parquet_one_file": "27847cec019a608b",
+    "csv_splits": "08569baff23ef7aa",
+    "synthetic": "4bec562f952623c6",
+}
+
+
+def digest_case(case: str, mixed_sources: dict[str, Path], frappe_dir: Path,
+                **cache) -> tuple[str, FieldAwareDataModule]:
+    if case == "frappe":
+        module = FieldAwareDataModule(str(frappe_dir), categorical=FRAPPE_FIELDS, signed_labels=True, batch_size=128,
+                                      **cache)
+    elif case == "synthetic":
+        module = FieldAwareDataModule(synthetic=SyntheticConfig(rows=2000), batch_size=100, **cache)
+    else:
+        options = {"csv_one_file": {"min_count": 2}, "parquet_one_file": {"max_values": 3}}.get(case, {})
+        module = FieldAwareDataModule(str(mixed_sources[case]), **MIXED, **options, **cache)
+    return digest(module), module
+
+
+@pytest.mark.parametrize("case", sorted(IN_MEMORY_DIGESTS))
+def test_the_memory_map_gives_the_batches_of_the_in_memory_path(case, mixed_sources, frappe_dir, tmp_path):
+    result, module = digest_case(case, mixed_sources, frappe_dir)
+    assert result == IN_MEMORY_DIGESTS[case]
+    train = module.prepared.splits["train"]
+    assert train.feature_ids.dtype == np.int32 and not train.feature_ids.flags.writeable  # mapped, read-only
+    # values are stored for the slots that carry numbers only: the price, never a categorical or libFM slot
+    assert train.value_slots == ((2,) if case in mixed_sources else ())
+    assert train.slot_values.shape == (len(train), len(train.value_slots))
+
+
+@pytest.mark.parametrize("case", ["frappe", "csv_one_file", "parquet_one_file", "csv_splits"])
+def test_chunks_of_a_few_rows_give_the_same_store(case, mixed_sources, frappe_dir, tmp_path, monkeypatch):
+    """Counting, encoding and label mapping chunk by chunk (and partial counts merged as they grow) give what one
+    chunk gives."""
+    monkeypatch.setattr(encoding, "CHUNK_ROWS", 997)
+    monkeypatch.setattr(encoding._ValueCounts, "MERGE_AT", 50)
+    assert digest_case(case, mixed_sources, frappe_dir, cache_dir=str(tmp_path))[0] == IN_MEMORY_DIGESTS[case]
+
+
+def test_a_store_is_reused_without_reading_the_source(mixed_sources, monkeypatch):
+    first = FieldAwareDataModule(str(mixed_sources["csv_splits"]), **MIXED)
+    first.schema
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("a store hit must not read the source")
+
+    monkeypatch.setattr(sources, "read_table", no_reading)
+    start = time.perf_counter()
+    again = FieldAwareDataModule(str(mixed_sources["csv_splits"]), **MIXED)
+    assert again.schema == first.schema
+    assert time.perf_counter() - start < 2
+    np.testing.assert_array_equal(again.prepared.splits["test"].feature_ids, first.prepared.splits["test"].feature_ids)
+    # other settings are another store
+    with pytest.raises(AssertionError, match="must not read"):
+        FieldAwareDataModule(str(mixed_sources["csv_splits"]), **MIXED, min_count=3).schema
+
+
+def test_log_buckets_turn_numbers_into_categorical_ids(tmp_path):
+    numbers = [0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 20.0, -1.0, None, 1000.0]
+    table = pd.DataFrame({"n": numbers * 3, "label": [0, 1] * 15})
+    table.to_csv(tmp_path / "train.csv", index=False)
+    table.iloc[:10].to_csv(tmp_path / "valid.csv", index=False)
+    pd.DataFrame({"n": [10.5, 5000.0], "label": [1, 0]}).to_csv(tmp_path / "test.csv", index=False)
+    module = FieldAwareDataModule(str(tmp_path), task="binary", numeric=["n"], numeric_buckets="log2")
+    (field,) = module.schema.fields
+    # buckets: 0, 1, 2, floor(ln 3^2) = 1, ln 10^2 = 5.3 -> 5, ln 11^2 = 5.75 -> 5, ln 20^2 = 8.97 -> 8, -1, ln 1000^2 = 47
+    assert field.kind == "categorical" and field.vocabulary_size == 7 + 1  # 0, 1, 2, 5, 8, -1, 47 and the OOV id
+    ids = module.prepared.splits["validation"].feature_ids[:, 0].tolist()
+    assert ids[1] == ids[3] and ids[4] == ids[5] and len({ids[0], ids[1], ids[2], ids[4], ids[6], ids[7], ids[9]}) == 7
+    assert ids[8] == module.schema.padding_id  # missing: absent
+    values = module.prepared.splits["validation"].feature_values[:, 0].tolist()
+    assert values == [1.0] * 8 + [0.0, 1.0]  # a bucket is a feature of value 1, whatever the number
+    test = module.prepared.splits["test"].feature_ids[:, 0].tolist()
+    assert test == [ids[4], field.oov_id]  # ln 10.5^2 = 5.5: bucket 5, as 10; ln 5000^2 = 72.5: unseen
+    with_missing = FieldAwareDataModule(str(tmp_path), task="binary", numeric=["n"], numeric_buckets="log2",
+                                        missing_as_id=True)
+    missing_id = with_missing.prepared.splits["validation"].feature_ids[8, 0]
+    assert missing_id != with_missing.schema.padding_id and missing_id != with_missing.schema.fields[0].oov_id
+    assert with_missing.schema.fields[0].vocabulary_size == 8 + 1
+
+
+def fnv1a_64(text: str) -> int:
+    value = 0xCBF29CE484222325
+    for byte in text.encode():
+        value = ((value ^ byte) * 0x100000001B3) % 2**64
+    return value
+
+
+def test_hashing_maps_values_to_a_fixed_number_of_ids(tmp_path):
+    words = ["a", "", "bb", "城市", "x" * 40, "12345678"]
+    assert encoding.hash_buckets(pa.array(words), 1000).tolist() == [fnv1a_64(word) % 1000 for word in words]
+    rng = np.random.default_rng(0)
+    city = [f"city{value}" for value in rng.integers(0, 500, 900)]
+    frame = pd.DataFrame({"city": city, "user": rng.integers(0, 5, 900), "label": rng.integers(0, 2, 900)})
+    frame.iloc[:600].to_csv(tmp_path / "train.csv", index=False)
+    frame.iloc[600:800].to_csv(tmp_path / "valid.csv", index=False)
+    pd.DataFrame({"city": ["never seen", "city3"], "user": [1, 2], "label": [0, 1]}).to_csv(tmp_path / "test.csv",
+                                                                                            index=False)
+    module = FieldAwareDataModule(str(tmp_path), task="binary", categorical=["city", "user"], hash_buckets={"city": 64})
+    city_field, user = module.schema.fields
+    assert city_field.vocabulary_size == 64 + 1 and user.vocabulary_size == 5 + 1 and user.oov_id == 64 + 1 + 5
+    train = module.prepared.splits["train"].feature_ids[:, 0]
+    assert train.tolist() == [fnv1a_64(word) % 64 for word in city[:600]]
+    test = module.prepared.splits["test"].feature_ids[:, 0].tolist()
+    assert test == [fnv1a_64("never seen") % 64, fnv1a_64("city3") % 64]  # unseen values hash too
+    rare = FieldAwareDataModule(str(tmp_path), task="binary", categorical=["city", "user"], hash_buckets={"city": 64},
+                                min_count={"city": 3})
+    counts = pd.Series(city[:600]).value_counts()
+    expected = [fnv1a_64(word) % 64 if counts[word] >= 3 else 64 for word in city[:600]]
+    assert rare.prepared.splits["train"].feature_ids[:, 0].tolist() == expected
+    with pytest.raises(DataError, match=r"hash_buckets names \['label'\], which are not categorical fields"):
+        FieldAwareDataModule(str(tmp_path), task="binary", categorical=["city"], hash_buckets={"label": 4}).schema
+
+
+def test_min_count_per_field(tmp_path):
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"a": rng.integers(0, 40, 700), "b": rng.integers(0, 40, 700), "label": rng.integers(0, 2, 700)})
+    frame.iloc[:500].to_csv(tmp_path / "train.csv", index=False)
+    frame.iloc[500:600].to_csv(tmp_path / "valid.csv", index=False)
+    frame.iloc[600:].to_csv(tmp_path / "test.csv", index=False)
+    module = FieldAwareDataModule(str(tmp_path), task="binary", categorical=["a", "b"], min_count={"a": 15})
+    counts = frame.iloc[:500].a.value_counts()
+    a, b = module.schema.fields
+    assert a.vocabulary_size == int((counts >= 15).sum()) + 1
+    assert b.vocabulary_size == frame.iloc[:500].b.nunique() + 1  # b keeps every value
+    rare_rows = frame.iloc[:500].a.map(counts).to_numpy() < 15
+    assert (module.prepared.splits["train"].feature_ids[rare_rows, 0] == a.oov_id).all()
+    assert f"a {int((counts < 15).sum())}" in "\n".join(module.report)
+    with pytest.raises(DataError, match=r"min_count names \['c'\], which are not fields"):
+        FieldAwareDataModule(str(tmp_path), task="binary", categorical=["a", "b"], min_count={"c": 2}).schema
+
+
+def test_missing_categorical_values_as_their_own_id(tmp_path):
+    frame = pd.DataFrame({"city": ["x", None, "y", None, "x", "y"] * 5, "label": [0, 1] * 15})
+    for split in ("train", "valid", "test"):
+        frame.to_csv(tmp_path / f"{split}.csv", index=False)
+    absent = FieldAwareDataModule(str(tmp_path), task="binary", categorical=["city"])
+    own = FieldAwareDataModule(str(tmp_path), task="binary", categorical=["city"], missing_as_id=True)
+    assert absent.prepared.splits["train"].feature_ids[1, 0] == absent.schema.padding_id
+    ids = own.prepared.splits["train"].feature_ids[:4, 0].tolist()
+    assert len(set(ids)) == 3 and own.schema.fields[0].vocabulary_size == 3 + 1
+    assert own.prepared.splits["train"].feature_values[:4, 0].tolist() == [1.0] * 4
+
+
+def test_libfm_values_other_than_one_are_stored_for_their_field_only(tmp_path):
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    for split in ("train", "validation", "test"):
+        (folder / f"toy.{split}.libfm").write_text("1 0:1 2:0.5\n-1 1:1 3:2\n1 0:1 3:1\n")
+    module = FieldAwareDataModule(str(folder))
+    test = module.prepared.splits["test"]
+    assert test.value_slots == (1,)
+    assert test.feature_values.tolist() == [[1.0, 0.5], [1.0, 2.0], [1.0, 1.0]]
+
+
+def test_a_spawned_worker_maps_the_store_again(mixed_sources):
+    module = FieldAwareDataModule(str(mixed_sources["csv_splits"]), **MIXED)
+    module.setup()
+    dataset = module.train_dataloader().dataset
+    payload = pickle.dumps(dataset)
+    assert len(payload) < 20_000  # paths, not rows
+    copy = pickle.loads(payload)
+    first, second = dataset.__getitems__([5, 1, 7]), copy.__getitems__([5, 1, 7])
+    assert first.feature_ids.equal(second.feature_ids) and first.feature_values.equal(second.feature_values)
+
+
+BUILD = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from lit_ifm import FieldAwareDataModule
+    from lit_ifm.data import store
+
+    source, cache, log, mode, processes = sys.argv[1:6]
+    build = FieldAwareDataModule._build
+    Path(f"{log}.ready.{os.getpid()}").touch()
+    while len(list(Path(log).parent.glob(Path(log).name + ".ready.*"))) < int(processes):
+        time.sleep(0.05)  # every process asks for the store at about the same time
+
+    def logged_build(self, folder, *args):
+        with open(log, "a") as file:
+            file.write(f"{os.getpid()} builds\\n")
+        time.sleep(1.0)  # long enough for the other process to ask for the same store meanwhile
+        build(self, folder, *args)
+
+    def killed(*args, **kwargs):
+        os.kill(os.getpid(), 9)  # every array written, the description not yet: a build killed late
+
+    FieldAwareDataModule._build = logged_build
+    if mode == "kill":
+        store.write_meta = killed
+    module = FieldAwareDataModule(source, task="binary", categorical=["user", "city"], numeric=["price"],
+                                  label="clicked", cache_dir=cache)
+    print(module.schema.num_features, int(module.prepared.splits["train"].feature_ids.sum()))
+""")
+
+
+def start_build(source: Path, cache: Path, log: Path, mode: str = "build", processes: int = 1) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", BUILD, str(source), str(cache), str(log), mode, str(processes)],
+                            cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_killed_build_leaves_no_store_that_a_later_run_trusts(mixed_sources, tmp_path):
+    cache, log = tmp_path / "cache", tmp_path / "builds.log"
+    killed = start_build(mixed_sources["csv_splits"], cache, log, "kill")
+    killed.communicate(timeout=120)
+    assert killed.returncode == -9
+    stores = cache / "encoded"
+    assert [path.name for path in stores.iterdir() if ".tmp-" in path.name]  # the killed build's folder
+    assert not [path for path in stores.iterdir() if path.is_dir() and ".tmp-" not in path.name]  # nothing trusted
+    again = start_build(mixed_sources["csv_splits"], cache, log)
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    assert len(log.read_text().splitlines()) == 2  # built again, from scratch
+    assert not [path for path in stores.iterdir() if ".tmp-" in path.name]  # the leftover is cleared
+    module = FieldAwareDataModule(str(mixed_sources["csv_splits"]), task="binary", categorical=["user", "city"],
+                                  numeric=["price"], label="clicked", cache_dir=str(cache))
+    assert out.split() == [str(module.schema.num_features), str(int(module.prepared.splits["train"].feature_ids.sum()))]
+
+
+def test_two_processes_building_the_same_store_build_it_once(mixed_sources, tmp_path):
+    cache, log = tmp_path / "cache", tmp_path / "builds.log"
+    builds = [start_build(mixed_sources["csv_one_file"], cache, log, processes=2)]
+    builds.append(start_build(mixed_sources["csv_one_file"], cache, log, processes=2))
+    outputs = [build.communicate(timeout=120) for build in builds]
+    assert [build.returncode for build in builds] == [0, 0], [err for _, err in outputs]
+    assert len(log.read_text().splitlines()) == 1  # the second waited for the first's store
+    assert outputs[0][0] == outputs[1][0]
+    assert len([path for path in (cache / "encoded").iterdir() if path.is_dir()]) == 1
+
+
+def resident_kib(path: Path) -> int:
+    """The resident size of this process's memory maps of ``path``."""
+    lines = Path("/proc/self/smaps").read_text().splitlines()
+    return sum(next(int(entry.split()[1]) for entry in lines[index + 1:] if entry.startswith("Rss:"))
+               for index, line in enumerate(lines) if line.endswith(str(path)))
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux's /proc/self/smaps")
+def test_a_large_store_is_gathered_without_becoming_resident(monkeypatch):
+    from lit_ifm.data import store
+
+    module = FieldAwareDataModule(synthetic=SyntheticConfig(rows=20000, num_fields=10), batch_size=64)
+    module.setup()
+    dataset = module.train_dataloader().dataset
+    path = module.prepared.folder / "train.records"
+    assert path.stat().st_size == 14000 * 10 * 4  # int32 ids, no values: every slot is categorical
+    rng = np.random.default_rng(0)
+    expected = {}
+    monkeypatch.setattr(store, "RESIDENT_BUDGET", 1 << 30)  # a map smaller than the budget is indexed in place
+    for index in range(40):
+        rows = rng.integers(0, len(dataset), 64).tolist()
+        expected[index] = (rows, dataset.__getitems__(rows))
+    assert resident_kib(path) > 256
+    module = FieldAwareDataModule(synthetic=SyntheticConfig(rows=20000, num_fields=10), batch_size=64)
+    module.setup()  # a fresh map of the same store
+    dataset = module.train_dataloader().dataset
+    resident = resident_kib(path)  # the first module's map
+    monkeypatch.setattr(store, "RESIDENT_BUDGET", 64 * 1024)  # a larger map is read from, not touched
+    for rows, batch in expected.values():
+        again = dataset.__getitems__(rows)
+        assert again.feature_ids.equal(batch.feature_ids) and again.labels.equal(batch.labels)
+    run = dataset.__getitems__(list(range(100, 400)))  # a run of rows, as evaluation reads them
+    assert resident_kib(path) == resident  # the new map gained no page
+    assert run.feature_ids.equal(torch.from_numpy(dataset.split.feature_ids[100:400].astype(np.int64)))
