@@ -113,11 +113,12 @@ def data_module(protocol: str, source: str) -> FieldAwareDataModule:
 
 
 @torch.no_grad()
-def score(checkpoint: Path, model: str, data: FieldAwareDataModule, split: str) -> np.ndarray:
-    """Predictions as the metrics see them (probabilities, or clipped values) on a split, in row order."""
+def score(checkpoint: Path, model: str, data: FieldAwareDataModule) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions as the metrics see them (probabilities, or clipped values) on the validation and test splits,
+    in row order, from one load of the checkpoint."""
     network = getattr(lit_ifm, MODELS[model]).load_from_checkpoint(checkpoint, map_location="cpu").eval()
-    loader = data.val_dataloader() if split == "validation" else data.test_dataloader()
-    return torch.cat([network.predictions(network(batch)) for batch in loader]).numpy()
+    return tuple(torch.cat([network.predictions(network(batch)) for batch in loader]).numpy()
+                 for loader in (data.val_dataloader(), data.test_dataloader()))
 
 
 def metric(protocol: str, labels: np.ndarray, predictions: np.ndarray) -> float:
@@ -213,8 +214,7 @@ def main() -> None:
         for model in args.models:
             for seed in args.seeds:
                 checkpoint = checkpoints[(protocol, model, seed)]
-                test = score(checkpoint, model, data, "test")
-                validation = score(checkpoint, model, data, "validation")
+                validation, test = score(checkpoint, model, data)
                 results.setdefault(model, []).append({
                     "seed": seed, "predictions": test, "test": metric(protocol, labels, test),
                     "validation": metric(protocol, validation_labels, validation)})
