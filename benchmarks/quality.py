@@ -81,12 +81,15 @@ def run_arguments(protocol: str, model: str, seed: int, source: str, folder: Pat
             "--trainer.default_root_dir", str(folder), *pretrained]
 
 
-def train(protocol: str, model: str, seed: int, source: str, output: Path, init_from: Path | None = None) -> Path:
-    """Fits one model in a process of its own; returns its best checkpoint (reused when it exists)."""
+def train(protocol: str, model: str, seed: int, source: str, output: Path,
+          init_from: Path | None = None) -> tuple[Path, float]:
+    """Fits one model in a process of its own; returns its best checkpoint and the minutes the fit took (a run
+    done before is reused)."""
     folder = output / protocol / f"{model}-{seed}"
     done = folder / "done.json"
     if done.is_file():
-        return Path(json.loads(done.read_text())["checkpoint"])
+        record = json.loads(done.read_text())
+        return Path(record["checkpoint"]), record["minutes"]
     folder.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "lit_ifm", "fit", *run_arguments(protocol, model, seed, source, folder, init_from)]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
@@ -101,7 +104,7 @@ def train(protocol: str, model: str, seed: int, source: str, output: Path, init_
     minutes = (time.perf_counter() - start) / 60
     done.write_text(json.dumps({"checkpoint": str(checkpoints[0]), "minutes": minutes}))
     print(f"{protocol:10s} {model:8s} seed {seed}: {minutes:.1f} min", flush=True)
-    return checkpoints[0]
+    return checkpoints[0], minutes
 
 
 def data_module(protocol: str, source: str) -> FieldAwareDataModule:
@@ -201,10 +204,10 @@ def main() -> None:
             pretrain = args.pretrain and protocol == "regression" and model != "fm"
             fm = futures[("regression", "fm", seed)] if pretrain else None
             futures[run] = pool.submit(lambda run=run, fm=fm: train(*run, args.source, output,
-                                                                    fm.result() if fm is not None else None))
-        checkpoints = {run: future.result() for run, future in futures.items()}
-    run_minutes = sum(json.loads((output / protocol / f"{model}-{seed}" / "done.json").read_text())["minutes"]
-                      for protocol, model, seed in runs)
+                                                                    fm.result()[0] if fm is not None else None))
+        finished = {run: future.result() for run, future in futures.items()}
+    checkpoints = {run: checkpoint for run, (checkpoint, _) in finished.items()}
+    run_minutes = sum(minutes for _, minutes in finished.values())
     sections = []
     for protocol in args.protocols:
         data = data_module(protocol, args.source)

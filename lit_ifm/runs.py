@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 RUN_FOLDER_VARIABLE = "LIT_IFM_RUN_FOLDER"  # the folder rank 0 chose, for the DDP ranks Lightning starts
 

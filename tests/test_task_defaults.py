@@ -9,6 +9,8 @@ from conftest import REPO
 from helpers import error_line, run_main
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
+from lit_ifm.callbacks import BestCheckpoint
+
 FRAPPE_RECIPES = sorted((REPO / "recipes").glob("*_frappe.yaml"))
 
 
@@ -40,7 +42,7 @@ def test_the_best_checkpoint_and_early_stopping_follow_the_task(task, option, ex
                    "--data.synthetic.rows", "600", "--model.embedding_dim", "4", "--trainer.max_epochs", "2", *option)
     assert watched(cli) == [("BestCheckpoint", *expected), ("EarlyStopping", *expected)]
     best = cli.trainer.checkpoint_callback  # the first ModelCheckpoint: what after_fit tests
-    assert isinstance(best, ModelCheckpoint) and Path(best.best_model_path).name.startswith("best-epoch=")
+    assert isinstance(best, BestCheckpoint) and Path(best.best_model_path).name.startswith("best-epoch=")
     assert best.best_model_score.item() == pytest.approx(cli.trainer.early_stopping_callback.best_score.item())
 
 

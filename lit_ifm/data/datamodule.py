@@ -345,7 +345,7 @@ class FieldAwareDataModule(L.LightningDataModule):
         else:
             vocabulary, encode, columns = self._table_vocabulary(rows, specs, report)
         width = vocabulary.num_slots
-        value_slots = tuple(range(width)) if libfm else vocabulary.value_slots
+        value_slots = vocabulary.value_slots
         numbers = np.zeros(width, dtype=bool)  # libFM positions with a value other than 0 and 1
         with contextlib.ExitStack() as files:
             writers = {split: files.enter_context(store.SplitWriter(folder, split, width, value_slots))
@@ -353,7 +353,8 @@ class FieldAwareDataModule(L.LightningDataModule):
             for split, first, chunk in rows.chunks(encoding.CHUNK_ROWS, SPLITS, columns):
                 ids, values, labels = encode(split, first, chunk)
                 writers[split].append(ids, values, labels)
-                numbers |= ((values != 0) & (values != 1)).any(axis=0)
+                if libfm:
+                    numbers |= ((values != 0) & (values != 1)).any(axis=0)
         labels = {split: store.LabelFile(folder, split, encoding.CHUNK_ROWS) for split in SPLITS}
         if libfm:  # store values only for the positions that carry numbers
             value_slots = tuple(int(slot) for slot in np.flatnonzero(numbers))
@@ -454,8 +455,7 @@ class FieldAwareDataModule(L.LightningDataModule):
             raise DataError(f"the field spec names a column twice: {names}")
         hashed = {spec.name: spec for spec in specs if spec.hash_buckets}
         unknown = sorted(set(hp.hash_buckets or {}) - set(hashed))
-        wrong = [name for name, spec in hashed.items() if spec.kind == "multi" or (spec.kind == "numeric" and not
-                                                                                   spec.buckets)]
+        wrong = [name for name, spec in hashed.items() if spec.kind == "multi" or spec.is_number]
         if unknown or wrong:
             raise DataError(f"hash_buckets names {unknown + wrong}, which are not categorical fields; the "
                             f"categorical fields are {[s.name for s in specs if s.kind == 'categorical']}")

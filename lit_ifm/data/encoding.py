@@ -230,7 +230,7 @@ class LibFMVocabulary:
     def __init__(self, field_names: tuple[str, ...], min_counts: list[int], report: EncodingReport):
         self.field_names, self.min_counts, self.report = field_names, min_counts, report
         self.positions = [_IdCounts() for _ in field_names]
-        self.value_slots: tuple[int, ...] = ()
+        self.value_slots = tuple(range(len(field_names)))  # every position may carry a number until seen
 
     def count(self, raw_ids: np.ndarray) -> None:
         """Counts a chunk of training ids ``(n, F)``."""
@@ -341,6 +341,11 @@ class ColumnSpec:
     buckets: str | None = None
     hash_buckets: int | None = None
     missing_as_id: bool = False
+
+    @property
+    def is_number(self) -> bool:
+        """A numeric column kept as a number (not bucketed into a categorical one)."""
+        return self.kind == "numeric" and not self.buckets
 
 
 def _as_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -470,7 +475,7 @@ class TableVocabulary:
         offset = 0
         for spec in self.columns:
             self.offsets.append(offset)
-            if spec.kind == "numeric" and not spec.buckets:
+            if spec.is_number:
                 self.vocabularies.append(None)
                 self.slots.append(1)
                 offset += 1
@@ -492,7 +497,7 @@ class TableVocabulary:
             offset += len(kept) + 1
         self.num_features = offset
         self.value_slots = tuple(slot for slot, (spec, _) in enumerate(self._slot_columns())
-                                 if spec.kind == "numeric" and not spec.buckets)
+                                 if spec.is_number)
 
     def _slot_columns(self):
         return [(spec, slot) for spec, slots in zip(self.columns, self.slots) for slot in range(slots)]
@@ -504,7 +509,7 @@ class TableVocabulary:
         """The schema's fields, in the order of the field spec, with sizes, slots and fingerprints."""
         fields = []
         for spec, vocabulary, slots, offset in zip(self.columns, self.vocabularies, self.slots, self.offsets):
-            if spec.kind == "numeric" and not spec.buckets:
+            if spec.is_number:
                 # one id whose value is the number, and no vocabulary
                 fields.append(Field(spec.name, "numeric", 0, 1, offset, vocabulary_fingerprint([], np.arange(0), offset)))
                 continue
@@ -535,7 +540,7 @@ class TableVocabulary:
             column = table.column(spec.name)
             block = slice(slot, slot + slots)
             unseen = truncated = 0
-            if spec.kind == "numeric" and not spec.buckets:
+            if spec.is_number:
                 numbers = _numbers(column, origin, spec.name, first_row, "value")
                 ids[slot] = offset
                 values[slot] = np.nan_to_num(numbers, nan=0.0)
@@ -573,7 +578,7 @@ class TableVocabulary:
 
 def _counted(spec: ColumnSpec) -> bool:
     """Whether a field's training values are counted: every vocabulary, and hashed fields with a ``min_count``."""
-    if spec.kind == "numeric" and not spec.buckets:
+    if spec.is_number:
         return False
     return not spec.hash_buckets or spec.min_count > 1
 
