@@ -1,18 +1,34 @@
-"""Training throughput of a model through Lightning against a plain PyTorch loop over the same tensors,
-data loading alone, and the time to load data cold and from the cache.
+"""Training speed of the path users run, side by side with a bare Trainer, a plain loop and torchfm.
 
-    python benchmarks/throughput.py                       # FM on ../shared/data/frappe, batch 4096
-    python benchmarks/throughput.py --model lit_ifm.IFM --batch-size 128
+    python benchmarks/throughput.py --write-results      # FM NFM AFM IFM INN x batch 128, 1024, 4096
+    python benchmarks/throughput.py --models FM IFM --batch-sizes 1024 --no-peers
 
-Prints one table; copy it into benchmarks/RESULTS.md with the machine's name.
+Settings are the peers' (../shared/peers): Frappe as a binary task, K = 64, Adam lr 1e-3, attention size 64,
+NFM hidden (64), dropout 0. Every column is samples/s of training batches only (data loading, forward,
+backward and the optimizer step; never validation), the median of the timed epochs after a warm-up one:
+
+- ``cli``: ``python -m lit_ifm fit`` in a process of its own, exactly as users run it: cli.yaml's callbacks
+  (checkpoints, early stopping, field importance, throughput), the W&B logger (offline), validation every
+  epoch and the progress lines. The clock is :class:`lit_ifm.callbacks.TrainingThroughput`'s, one more in
+  the callback list;
+- ``trainer``: ``Trainer.fit`` with no logger, callbacks, checkpoints, progress bar or validation;
+- ``loop``: the same model and optimizer in a hand-written loop over in-memory tensors, no DataLoader;
+- ``torchfm``: the peers' harness (``run_peers.py --lib torchfm --quick``, batch 1024, in its own venv:
+  ``--peers-python``) for the models torchfm has, run in this same call.
+
+``--write-results`` puts the table into benchmarks/RESULTS.md between the ``throughput`` markers.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import platform
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,8 +38,14 @@ import numpy as np
 import torch
 
 from lit_ifm import FieldAwareDataModule, FieldBatch
+from lit_ifm.callbacks import TrainingThroughput
 
+REPO = Path(__file__).resolve().parents[1]
 FRAPPE_FIELDS = ["user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather", "country", "city"]
+PEERS_OPTIONS = {"AFM": {"attention_dim": 64}, "IFM": {"attention_dim": 64}, "INN": {"attention_dim": 64},
+                 "DeepIFM": {"attention_dim": 64}, "NFM": {"hidden_sizes": [64]}, "DeepFM": {"hidden_sizes": [256, 256]}}
+TORCHFM_MODELS = ("FM", "AFM", "NFM", "DeepFM", "FFM")
+RESULTS_BEGIN, RESULTS_END = "<!-- throughput:begin -->", "<!-- throughput:end -->"
 
 
 def load_class(path: str):
@@ -31,26 +53,22 @@ def load_class(path: str):
     return getattr(importlib.import_module(module), name)
 
 
-def timed_data_module(source: str, cache_dir: str, batch_size: int) -> tuple[FieldAwareDataModule, float]:
-    start = time.perf_counter()
-    data = FieldAwareDataModule(source, categorical=FRAPPE_FIELDS, signed_labels=True, batch_size=batch_size,
-                                cache_dir=cache_dir)
-    data.schema
-    data.setup("fit")
-    return data, time.perf_counter() - start
+class RecordedThroughput(TrainingThroughput):
+    """:class:`TrainingThroughput`'s clock, each epoch's samples/s also kept (and appended to ``path`` as a JSON
+    line when given: the CLI column runs in another process)."""
 
+    def __init__(self, path: str | None = None):
+        super().__init__()
+        self.path = path
+        self.rates: list[float] = []
 
-class EpochTimer(L.Callback):
-    def __init__(self):
-        self.seconds: list[float] = []
-
-    def on_train_epoch_start(self, trainer, module):
-        _synchronize(module.device)
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, module):
-        _synchronize(module.device)
-        self.seconds.append(time.perf_counter() - self._start)
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._samples and self._seconds > 0:
+            self.rates.append(self._samples * trainer.world_size / self._seconds)
+            if self.path is not None:
+                with open(self.path, "a") as file:
+                    file.write(json.dumps(self.rates[-1]) + "\n")
 
 
 def _synchronize(device: torch.device | str) -> None:
@@ -58,22 +76,23 @@ def _synchronize(device: torch.device | str) -> None:
         torch.cuda.synchronize()
 
 
-def lightning_seconds(model_class, data, model_args, epochs: int, accelerator: str = "cpu",
-                      precision: str = "32-true", callbacks: list[L.Callback] = ()) -> float:
-    """Seconds of the fastest training epoch after the first, through ``Trainer.fit``."""
+def trainer_rates(model_class, data, model_args, epochs: int, accelerator: str = "cpu",
+                  precision: str = "32-true", callbacks: list[L.Callback] = ()) -> list[float]:
+    """Samples/s of each epoch after the first (which warms up) through a bare ``Trainer.fit``."""
     torch.manual_seed(0)
     model = model_class(data.schema, **model_args)
-    timer = EpochTimer()
+    clock = RecordedThroughput()
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-                        callbacks=[*callbacks, timer], accelerator=accelerator, devices=1, precision=precision)
+                        callbacks=[*callbacks, clock], accelerator=accelerator, devices=1, precision=precision)
     trainer.fit(model, datamodule=data)
-    return min(timer.seconds[1:])  # the first epoch warms up
+    return clock.rates[1:]
 
 
-def plain_loop_seconds(model_class, data, model_args, epochs: int, batch_size: int, device: str = "cpu",
-                       precision: str = "32-true") -> float:
-    """The same model and tensors in a hand-written loop: no Lightning, no DataLoader."""
+def loop_rates(model_class, data, model_args, epochs: int, batch_size: int, device: str = "cpu",
+               precision: str = "32-true") -> list[float]:
+    """The same model and tensors in a hand-written loop, no Lightning, no DataLoader: samples/s of each epoch
+    after the first."""
     torch.manual_seed(0)
     model = model_class(data.schema, **model_args).to(device)
     optimizer = model.configure_optimizers()
@@ -83,7 +102,7 @@ def plain_loop_seconds(model_class, data, model_args, epochs: int, batch_size: i
     if torch.device(device).type == "cuda":
         ids, values, labels = ids.pin_memory(), values.pin_memory(), labels.pin_memory()
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
-    seconds = []
+    rates = []
     model.train()
     for _ in range(epochs):
         _synchronize(device)
@@ -98,53 +117,106 @@ def plain_loop_seconds(model_class, data, model_args, epochs: int, batch_size: i
             loss.backward()
             optimizer.step()
         _synchronize(device)
-        seconds.append(time.perf_counter() - start)
-    return min(seconds[1:])
+        rates.append(len(labels) / (time.perf_counter() - start))
+    return rates[1:]
 
 
-def loading_seconds(data, epochs: int) -> float:
-    seconds = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        for _batch in data.train_dataloader():
-            pass
-        seconds.append(time.perf_counter() - start)
-    return min(seconds)
+def cli_rates(model: str, model_args: dict, data_args: list[str], batch_size: int, epochs: int,
+              trainer_args: list[str] = ()) -> list[float]:
+    """Samples/s of each epoch after the first through ``python -m lit_ifm fit`` in a process of its own, with
+    cli.yaml as it is (W&B offline) and one more callback, the clock."""
+    with tempfile.TemporaryDirectory(prefix="lit_ifm_cli_") as folder:
+        clock = Path(folder) / "rates.jsonl"
+        arguments = [sys.executable, "-m", "lit_ifm", "fit", "--model", f"lit_ifm.{model}",
+                     *(f"--model.{name}={value if isinstance(value, str) else json.dumps(value)}"
+                       for name, value in model_args.items()),
+                     *data_args, f"--data.batch_size={batch_size}", f"--trainer.max_epochs={epochs}",
+                     *trainer_args, "--trainer.callbacks+=throughput.RecordedThroughput",
+                     f"--trainer.callbacks.path={clock}"]
+        environment = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+                       "PYTHONPATH": os.pathsep.join([str(REPO / "benchmarks"), str(REPO),
+                                                      os.environ.get("PYTHONPATH", "")])}
+        run = subprocess.run(arguments, cwd=folder, env=environment, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise RuntimeError(f"{' '.join(arguments)} failed:\n{run.stdout[-2000:]}\n{run.stderr[-4000:]}")
+        return [json.loads(line) for line in clock.read_text().splitlines()][1:]
+
+
+def torchfm_rates(peers_python: str, models: list[str]) -> dict[str, float]:
+    """samples/s of the models torchfm has, through the peers' harness (one timed epoch each, batch 1024)."""
+    harness = Path(os.environ.get("LIT_IFM_PEERS", REPO.parent / "shared" / "peers")) / "run_peers.py"
+    with tempfile.TemporaryDirectory(prefix="lit_ifm_peers_") as folder:
+        run = subprocess.run([peers_python, str(harness), "--lib", "torchfm", "--models", ",".join(models), "--quick"],
+                             env={**os.environ, "PEERS_WORK": folder}, capture_output=True, text=True,
+                             cwd=harness.parent)
+        if run.returncode != 0:
+            raise RuntimeError(f"the peers' harness failed:\n{run.stderr[-4000:]}")
+        rates = {}
+        for line in run.stdout.splitlines():
+            if line.startswith("[torchfm] "):
+                name, record = line[len("[torchfm] "):].split(" -> ", 1)
+                rates[name] = json.loads(record).get("samples_per_s", float("nan"))
+        return rates
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"lightning {L.__version__}")
+
+
+def write_results(table: str) -> None:
+    results = REPO / "benchmarks" / "RESULTS.md"
+    text = results.read_text()
+    if RESULTS_BEGIN in text:
+        before, rest = text.split(RESULTS_BEGIN, 1)
+        text = before + RESULTS_BEGIN + "\n" + table + RESULTS_END + rest.split(RESULTS_END, 1)[1]
+    else:
+        text += f"\n## Training speed of the path users run (issue 11)\n\n{RESULTS_BEGIN}\n{table}{RESULTS_END}\n"
+    results.write_text(text)
 
 
 def main() -> None:
-    default_data = Path(os.environ.get("LIT_IFM_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    default_data = Path(os.environ.get("LIT_IFM_DATA", REPO.parent / "shared" / "data"))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", default=str(default_data / "frappe"))
-    parser.add_argument("--model", default="lit_ifm.FM")
-    parser.add_argument("--batch-size", type=int, default=4096)
-    parser.add_argument("--embedding-dim", type=int, default=256)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--models", nargs="+", default=["FM", "NFM", "AFM", "IFM", "INN"])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 1024, 4096])
+    parser.add_argument("--epochs", type=int, default=6, help="per column; the first warms up")
+    parser.add_argument("--peers-python", default=str(Path.home() / "peers-venv" / "bin" / "python"))
+    parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--write-results", action="store_true")
     args = parser.parse_args()
-    model_class = load_class(args.model)
-    model_args = {"embedding_dim": args.embedding_dim, "lr": 0.01}
 
-    cache_dir = tempfile.mkdtemp(prefix="lit_ifm_bench_")
-    data, cold = timed_data_module(args.source, cache_dir, args.batch_size)
-    data, warm = timed_data_module(args.source, cache_dir, args.batch_size)
+    started = time.perf_counter()
+    data_args = [f"--data.source={args.source}", "--data.task=binary", f"--data.categorical={json.dumps(FRAPPE_FIELDS)}"]
+    data = FieldAwareDataModule(args.source, task="binary", categorical=FRAPPE_FIELDS)
+    data.setup("fit")
     rows = len(data.prepared.splits["train"])
-
-    loading = loading_seconds(data, args.epochs)
-    plain = plain_loop_seconds(model_class, data, model_args, args.epochs, args.batch_size)
-    lightning = lightning_seconds(model_class, data, model_args, args.epochs)
-
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"model {args.model} K={args.embedding_dim}, batch {args.batch_size}, {rows} training rows of {args.source}")
-    print("| measure | value |")
-    print("| --- | --- |")
-    print(f"| data module build, cold cache (parse + encode) | {cold:.2f} s |")
-    print(f"| data module build, warm cache (second run) | {warm:.2f} s |")
-    print(f"| data loading alone (train DataLoader, one epoch) | {rows / loading:,.0f} samples/s |")
-    print(f"| plain PyTorch loop (same model, same tensors) | {rows / plain:,.0f} samples/s |")
-    print(f"| Lightning Trainer.fit | {rows / lightning:,.0f} samples/s |")
-    print(f"| Lightning / plain loop | {plain / lightning:.0%} |")
-    print(f"| data loading / Lightning training speed | {lightning / loading:.1f}x |")
+    torchfm = {} if args.no_peers else torchfm_rates(args.peers_python, [m for m in args.models if m in TORCHFM_MODELS])
+    lines = [f"`python benchmarks/throughput.py {' '.join(sys.argv[1:])}`: {machine()}; {rows:,} training rows of "
+             f"Frappe (binary), K = 64, Adam; median samples/s of {args.epochs - 1} timed epochs after a warm-up one.",
+             "", "| model | batch | CLI as users run it | bare Trainer | plain loop | CLI / loop | Trainer / loop "
+             "| torchfm (batch 1024) | CLI / torchfm |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    print("\n".join(lines), flush=True)
+    for model in args.models:
+        model_class = load_class(f"lit_ifm.{model}")
+        model_args = {"embedding_dim": 64, "optimizer": "adam", "lr": 1e-3, **PEERS_OPTIONS.get(model, {})}
+        for batch_size in args.batch_sizes:
+            data.hparams.batch_size = batch_size
+            cli = statistics.median(cli_rates(model, model_args, data_args, batch_size, args.epochs))
+            bare = statistics.median(trainer_rates(model_class, data, model_args, args.epochs))
+            loop = statistics.median(loop_rates(model_class, data, model_args, args.epochs, batch_size))
+            peer = torchfm.get(model) if batch_size == 1024 else None
+            versus = f"{peer:,.0f} | {cli / peer:.2f}x" if peer else "- | -"
+            lines.append(f"| {model} | {batch_size} | {cli:,.0f} | {bare:,.0f} | {loop:,.0f} | {cli / loop:.0%} | "
+                         f"{bare / loop:.0%} | {versus} |")
+            print(lines[-1], flush=True)
+    lines.append(f"\n{time.strftime('%Y-%m-%d')}, {(time.perf_counter() - started) / 60:.0f} min.\n")
+    if args.write_results:
+        write_results("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

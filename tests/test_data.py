@@ -295,6 +295,23 @@ def test_device_resident_data_trains_where_the_model_is(tmp_path):
     assert trainer.callback_metrics["val/rmse"].isfinite()
 
 
+def test_device_resident_auto_keeps_the_data_on_an_accelerator_whose_free_memory_holds_it_twice(monkeypatch, caplog):
+    module = FieldAwareDataModule(synthetic=SyntheticConfig(rows=800))  # device_resident: auto
+    rows = sum(len(split) for split in module.prepared.splits.values())
+    needed = rows * (10 * 8 + 10 * 4 + 4)  # 10 slots of int64 ids and float32 values, a float32 label
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2 * needed, 80 * 2**30))
+    assert module._resident_on(cuda)
+    assert not module._resident_on(torch.device("cpu"))  # the CPU gathers from the memory-mapped store
+    assert not FieldAwareDataModule(synthetic=SyntheticConfig(rows=800), pin_memory=True)._resident_on(cuda)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2 * needed - 1, 80 * 2**30))
+    with caplog.at_level("INFO"):
+        assert not module._resident_on(cuda)
+    assert f"the splits take {needed / 2**30:.2f} GiB as device tensors, more than half the" in caplog.text
+    assert "batches are gathered on the host (--data.device_resident true insists)" in caplog.text
+    assert FieldAwareDataModule(synthetic=SyntheticConfig(rows=800), device_resident=True)._resident_on(cuda)
+
+
 def test_the_data_report_shows_the_schema_and_what_encoding_changed(tmp_path):
     for split, frame in mixed_frames().items():
         write_table(frame, tmp_path / f"{split}.csv")

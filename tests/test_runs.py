@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger
 
 from helpers import MODELS
 
@@ -93,6 +94,63 @@ def test_throughput_is_logged_per_epoch(tmp_path):
     run = trainer(tmp_path, max_epochs=1, callbacks=[TrainingThroughput()])
     run.fit(fresh_fm(data), datamodule=data)
     assert run.callback_metrics["train/samples_per_sec"].item() > 0
+
+
+def test_lit_ifm_callbacks_leave_lightning_no_batch_hook_to_call_in_vain(tmp_path):
+    from lit_ifm.callbacks.hooks import BATCH_HOOKS
+
+    assert TrainingThroughput.on_train_batch_end is not None  # its own
+    assert all(getattr(TrainingThroughput, hook) is None for hook in BATCH_HOOKS if hook != "on_train_batch_end")
+
+    class CountsBackward(TrainingThroughput):
+        calls = 0
+
+        def on_after_backward(self, trainer, pl_module):
+            CountsBackward.calls += 1
+
+    data = small_data()
+    trainer(tmp_path, max_epochs=1, callbacks=[CountsBackward()]).fit(fresh_fm(data), datamodule=data)
+    assert CountsBackward.calls == 9  # 1,050 rows in batches of 128
+    assert CountsBackward.on_before_backward is None
+
+
+class RecordingLogger(Logger):
+    name, version = "recording", 0
+
+    def __init__(self):
+        super().__init__()
+        self.logged: list[tuple[int, dict]] = []
+
+    def log_metrics(self, metrics, step=None):
+        self.logged.append((step, metrics))
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+
+class StepLosses(L.Callback):
+    def __init__(self):
+        self.losses, self.rows = [], []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(outputs["loss"].item())
+        self.rows.append(len(batch))
+
+
+def test_the_epoch_loss_is_the_row_weighted_mean_and_step_losses_reach_the_logger_on_its_steps(tmp_path):
+    data = small_data(batch_size=256)  # 1,050 training rows: 4 batches of 256 and one of 26
+    logger, steps = RecordingLogger(), StepLosses()
+    trainer(tmp_path, max_epochs=2, logger=logger, log_every_n_steps=2, callbacks=[steps]).fit(
+        fresh_fm(data), datamodule=data)
+    epoch_means = [metrics["train/loss_epoch"] for _, metrics in logger.logged if "train/loss_epoch" in metrics]
+    for epoch, mean in enumerate(epoch_means):
+        losses, rows = steps.losses[5 * epoch: 5 * epoch + 5], steps.rows[5 * epoch: 5 * epoch + 5]
+        assert mean == pytest.approx(sum(loss * n for loss, n in zip(losses, rows)) / sum(rows), rel=1e-6)
+    assert len(epoch_means) == 2 and steps.rows[:5] == [256, 256, 256, 256, 26]
+    logged_steps = {step: metrics["train/loss"] for step, metrics in logger.logged if "train/loss" in metrics}
+    assert sorted(logged_steps) == [1, 3, 5, 7, 9]  # every second step (Lightning counts from 0)
+    for step, loss in logged_steps.items():
+        assert loss == pytest.approx(steps.losses[step], rel=1e-6)
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])

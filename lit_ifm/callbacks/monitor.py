@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping as _LightningEarlyStopping
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from lit_ifm.callbacks.hooks import SkipsIdleBatchHooks
 from lit_ifm.errors import ConfigError
 
 Mode = Literal["min", "max"]
@@ -34,7 +35,7 @@ def resolve_monitor(pl_module: L.LightningModule, monitor: str | None, mode: Mod
     return monitor, found
 
 
-class BestCheckpoint(ModelCheckpoint):
+class BestCheckpoint(SkipsIdleBatchHooks, ModelCheckpoint):
     """Lightning's ``ModelCheckpoint`` keeping the best validation epoch by the task's metric: ``val/auroc``
     (higher is better) for a binary task, ``val/rmse`` (lower is better) for regression, unless ``monitor`` names
     another (``python -m lit_ifm fit --monitor val/logloss`` sets it on every callback that follows the task).
@@ -65,7 +66,7 @@ class BestCheckpoint(ModelCheckpoint):
         super().setup(trainer, pl_module, stage)
 
 
-class EarlyStopping(_LightningEarlyStopping):
+class EarlyStopping(SkipsIdleBatchHooks, _LightningEarlyStopping):
     """Lightning's ``EarlyStopping`` on the task's metric, chosen as :class:`BestCheckpoint` chooses it.
 
     Args:

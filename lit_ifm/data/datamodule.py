@@ -138,7 +138,9 @@ class FieldAwareDataModule(L.LightningDataModule):
         missing_as_id: a missing value of a categorical (or bucketed numeric) field is a value of its own, with its
             own id, rather than an absent feature.
         device_resident: keep every split on the accelerator the trainer uses and gather batches there (no
-            per-batch host work or copy; the data must fit in its memory; no workers, no pinning).
+            per-batch host work or copy; no workers, no pinning). ``auto`` (the default): on an accelerator whose
+            free memory the splits fit in twice over, unless workers or pinning are asked for; on the CPU batches
+            are always gathered from the memory-mapped store.
         cache_dir: where encoded splits are stored, memory-mapped and reused (``<cache_dir>/encoded``), and where
             ``datasets`` caches parsed CSV, JSON and libFM files (default: ``$LIT_IFM_CACHE``, else
             ``~/.cache/lit_ifm`` and ``datasets``' own).
@@ -168,7 +170,7 @@ class FieldAwareDataModule(L.LightningDataModule):
         numeric_buckets: Literal["log2"] | None = None,
         hash_buckets: dict[str, int] | None = None,
         missing_as_id: bool = False,
-        device_resident: bool = False,
+        device_resident: bool | Literal["auto"] = "auto",
         cache_dir: str | None = None,
         predict_split: Literal["train", "validation", "test"] = "test",
         synthetic: SyntheticConfig = SyntheticConfig(),
@@ -187,7 +189,7 @@ class FieldAwareDataModule(L.LightningDataModule):
             raise ConfigError(f"min_count must be at least 1, got {min_count}")
         if any(buckets < 1 for buckets in (hash_buckets or {}).values()):
             raise ConfigError(f"hash_buckets must be at least 1 per field, got {hash_buckets}")
-        if device_resident and (num_workers or pin_memory):
+        if device_resident is True and (num_workers or pin_memory):
             raise ConfigError("device_resident batches are gathered on the accelerator: set num_workers=0 and "
                               "pin_memory=false")
         self.save_hyperparameters(arguments, logger=False)  # the CLI logs the whole resolved config instead
@@ -247,9 +249,27 @@ class FieldAwareDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         for split, data in self.prepared.splits.items():
             self._datasets.setdefault(split, FieldBatchDataset(data))
-        if self.hparams.device_resident and self.trainer is not None:
+        if self.trainer is not None and self._resident_on(self.trainer.strategy.root_device):
             for dataset in self._datasets.values():
                 dataset.to(self.trainer.strategy.root_device)
+
+    def _resident_on(self, device: torch.device) -> bool:
+        """Whether the splits go to ``device`` (see ``device_resident``); says why not when ``auto`` declines."""
+        hp = self.hparams
+        if hp.device_resident != "auto":
+            return bool(hp.device_resident)
+        if device.type == "cpu" or hp.num_workers or hp.pin_memory:
+            return False
+        needed = sum(len(split) * (split.feature_ids.shape[1] * 12 + 4)  # int64 ids, float32 values and labels
+                     for split in self.prepared.splits.values())
+        free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+        if free is not None and 2 * needed <= free:
+            return True
+        room = f"half the {free / 2**30:.1f} GiB free on {device}" if free is not None else \
+            f"what lit_ifm can tell is free on {device}"
+        rank_zero_info(f"lit_ifm: the splits take {needed / 2**30:.2f} GiB as device tensors, more than {room}: "
+                       "batches are gathered on the host (--data.device_resident true insists)")
+        return False
 
     @property
     def _cache_dir(self) -> str | None:
