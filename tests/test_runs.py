@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import Logger
 
 from helpers import MODELS
 
-from lit_ifm import FM, FieldAwareDataModule, SyntheticConfig
+from lit_ifm import FM, NFM, FieldAwareDataModule, SyntheticConfig
 from lit_ifm.callbacks import PredictionWriter, TrainingThroughput
 from lit_ifm.errors import CheckpointError
 from lit_ifm.loggers import resolve_wandb_mode
@@ -94,6 +94,26 @@ def test_throughput_is_logged_per_epoch(tmp_path):
     run = trainer(tmp_path, max_epochs=1, callbacks=[TrainingThroughput()])
     run.fit(fresh_fm(data), datamodule=data)
     assert run.callback_metrics["train/samples_per_sec"].item() > 0
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "adagrad", "sgd"])
+def test_the_optimizer_steps_all_parameters_at_once_with_the_same_numbers_as_one_by_one(optimizer):
+    data = small_data()
+    batches = list(data.train_dataloader())[:4]
+    weights = []
+    for foreach in (True, False):
+        L.seed_everything(7, verbose=False)
+        model = NFM(data.schema, embedding_dim=8, optimizer=optimizer, lr=0.05, weight_decay=1e-4)
+        step = model.configure_optimizers()
+        assert step.defaults["foreach"] is True
+        if not foreach:
+            step = type(step)(model.parameters(), lr=0.05, weight_decay=1e-4, foreach=False)
+        for batch in batches:
+            step.zero_grad()
+            model.loss(model(batch), batch.labels).backward()
+            step.step()
+        weights.append(torch.cat([parameter.detach().flatten() for parameter in model.parameters()]))
+    assert torch.equal(*weights)
 
 
 def test_lit_ifm_callbacks_leave_lightning_no_batch_hook_to_call_in_vain(tmp_path):

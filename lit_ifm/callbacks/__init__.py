@@ -2,6 +2,7 @@
 
 from lit_ifm.callbacks.divergence import DivergenceGuard
 from lit_ifm.callbacks.field_importance import FieldImportanceReport
+from lit_ifm.callbacks.hooks import SkipsIdleBatchHooks
 from lit_ifm.callbacks.monitor import BestCheckpoint, EarlyStopping
 from lit_ifm.callbacks.predictions import PredictionWriter
 from lit_ifm.callbacks.progress import LineProgress
@@ -16,5 +17,6 @@ __all__ = [
     "InteractionSampler",
     "LineProgress",
     "PredictionWriter",
+    "SkipsIdleBatchHooks",
     "TrainingThroughput",
 ]
