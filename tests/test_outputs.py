@@ -3,6 +3,7 @@ person can read, honest throughput, plain lines instead of a progress bar, and n
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -53,6 +54,20 @@ def test_a_run_keeps_its_files_next_to_its_checkpoints_and_prints_lines_not_a_ba
     for output in (fit, predict, test):
         said = output.stdout + output.stderr
         assert not [noise for noise in NOISE if noise in said], said[-3000:]
+
+
+def test_on_a_terminal_the_bar_is_redrawn_once_per_logging_interval(tmp_path, monkeypatch):
+    from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+
+    from lit_ifm.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lit-ifm"])
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    cli = main(["fit", "--data.synthetic.rows", "500", "--trainer.max_epochs", "1", "--trainer.logger", "false",
+                "--trainer.default_root_dir", str(tmp_path), "--trainer.log_every_n_steps", "7"])
+    bars = [callback for callback in cli.trainer.callbacks if isinstance(callback, ProgressBar)]
+    assert len(bars) == 1 and isinstance(bars[0], TQDMProgressBar) and bars[0].refresh_rate == 7
 
 
 def test_without_a_logger_the_run_folder_holds_the_same_files(tmp_path):
