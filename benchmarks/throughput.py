@@ -5,7 +5,9 @@
 
 Settings are the peers' (../shared/peers): Frappe as a binary task, K = 64, Adam lr 1e-3, attention size 64,
 NFM hidden (64), dropout 0. Every column is samples/s of training batches only (data loading, forward,
-backward and the optimizer step; never validation), the median of the timed epochs after a warm-up one:
+backward and the optimizer step; never validation), the median of the timed epochs after a warm-up one. The
+columns run in turn, ``--rounds`` times, each first once, so that a shared machine's drift (runs of one loop
+here differ by a quarter from minute to minute) falls on all of them alike:
 
 - ``cli``: ``python -m lit_ifm fit`` in a process of its own, exactly as users run it: cli.yaml's callbacks
   (checkpoints, early stopping, field importance, throughput), the W&B logger (offline), validation every
@@ -13,8 +15,8 @@ backward and the optimizer step; never validation), the median of the timed epoc
   the callback list;
 - ``trainer``: ``Trainer.fit`` with no logger, callbacks, checkpoints, progress bar or validation;
 - ``loop``: the same model and optimizer in a hand-written loop over in-memory tensors, no DataLoader;
-- ``torchfm``: the peers' harness (``run_peers.py --lib torchfm --quick``, batch 1024, in its own venv:
-  ``--peers-python``) for the models torchfm has, run in this same call.
+- ``torchfm``: the peers' harness (``run_peers.py --lib torchfm --quick``: one timed epoch, batch 1024, in its
+  own venv: ``--peers-python``) for the models torchfm has, in turn with the others.
 
 ``--write-results`` puts the table into benchmarks/RESULTS.md between the ``throughput`` markers.
 """
@@ -184,7 +186,8 @@ def main() -> None:
     parser.add_argument("--source", default=str(default_data / "frappe"))
     parser.add_argument("--models", nargs="+", default=["FM", "NFM", "AFM", "IFM", "INN"])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 1024, 4096])
-    parser.add_argument("--epochs", type=int, default=6, help="per column; the first warms up")
+    parser.add_argument("--epochs", type=int, default=4, help="per column and round; the first warms up")
+    parser.add_argument("--rounds", type=int, default=3, help="times each column runs, in turn with the others")
     parser.add_argument("--peers-python", default=str(Path.home() / "peers-venv" / "bin" / "python"))
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--write-results", action="store_true")
@@ -195,21 +198,30 @@ def main() -> None:
     data = FieldAwareDataModule(args.source, task="binary", categorical=FRAPPE_FIELDS)
     data.setup("fit")
     rows = len(data.prepared.splits["train"])
-    torchfm = {} if args.no_peers else torchfm_rates(args.peers_python, [m for m in args.models if m in TORCHFM_MODELS])
+    torchfm = set() if args.no_peers else set(TORCHFM_MODELS)
     lines = [f"`python benchmarks/throughput.py {' '.join(sys.argv[1:])}`: {machine()}; {rows:,} training rows of "
-             f"Frappe (binary), K = 64, Adam; median samples/s of {args.epochs - 1} timed epochs after a warm-up one.",
+             f"Frappe (binary), K = 64, Adam; median samples/s of {args.rounds} x {args.epochs - 1} timed epochs after a "
+             "warm-up one, the columns run in turn (torchfm: one timed epoch a round, the peers' harness).",
              "", "| model | batch | CLI as users run it | bare Trainer | plain loop | CLI / loop | Trainer / loop "
-             "| torchfm (batch 1024) | CLI / torchfm |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| torchfm | CLI / torchfm |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     print("\n".join(lines), flush=True)
     for model in args.models:
         model_class = load_class(f"lit_ifm.{model}")
         model_args = {"embedding_dim": 64, "optimizer": "adam", "lr": 1e-3, **PEERS_OPTIONS.get(model, {})}
         for batch_size in args.batch_sizes:
             data.hparams.batch_size = batch_size
-            cli = statistics.median(cli_rates(model, model_args, data_args, batch_size, args.epochs))
-            bare = statistics.median(trainer_rates(model_class, data, model_args, args.epochs))
-            loop = statistics.median(loop_rates(model_class, data, model_args, args.epochs, batch_size))
-            peer = torchfm.get(model) if batch_size == 1024 else None
+            columns = {"cli": lambda: cli_rates(model, model_args, data_args, batch_size, args.epochs),
+                       "trainer": lambda: trainer_rates(model_class, data, model_args, args.epochs),
+                       "loop": lambda: loop_rates(model_class, data, model_args, args.epochs, batch_size)}
+            if model in torchfm and batch_size == 1024:
+                columns["torchfm"] = lambda: list(torchfm_rates(args.peers_python, [model]).values())
+            rates = {name: [] for name in columns}
+            for round_ in range(args.rounds):  # in turn, each first once: the machine's drift falls on all alike
+                names = list(columns)[round_ % len(columns):] + list(columns)[:round_ % len(columns)]
+                for name in names:
+                    rates[name] += columns[name]()
+            cli, bare, loop = (statistics.median(rates[name]) for name in ("cli", "trainer", "loop"))
+            peer = statistics.median(rates["torchfm"]) if "torchfm" in rates else None
             versus = f"{peer:,.0f} | {cli / peer:.2f}x" if peer else "- | -"
             lines.append(f"| {model} | {batch_size} | {cli:,.0f} | {bare:,.0f} | {loop:,.0f} | {cli / loop:.0%} | "
                          f"{bare / loop:.0%} | {versus} |")

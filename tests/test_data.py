@@ -295,14 +295,20 @@ def test_device_resident_data_trains_where_the_model_is(tmp_path):
     assert trainer.callback_metrics["val/rmse"].isfinite()
 
 
-def test_device_resident_auto_keeps_the_data_on_an_accelerator_whose_free_memory_holds_it_twice(monkeypatch, caplog):
+def test_device_resident_auto_holds_small_data_in_memory_and_on_an_accelerator_that_fits_it_twice(monkeypatch,
+                                                                                                   caplog):
+    from lit_ifm.data import store
+
     module = FieldAwareDataModule(synthetic=SyntheticConfig(rows=800))  # device_resident: auto
     rows = sum(len(split) for split in module.prepared.splits.values())
     needed = rows * (10 * 8 + 10 * 4 + 4)  # 10 slots of int64 ids and float32 values, a float32 label
-    cuda = torch.device("cuda", 0)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    monkeypatch.setattr(store, "RESIDENT_BUDGET", needed)
+    assert module._resident_on(cpu)
+    monkeypatch.setattr(store, "RESIDENT_BUDGET", needed - 1)
+    assert not module._resident_on(cpu)  # larger data is read from the memory-mapped store
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2 * needed, 80 * 2**30))
     assert module._resident_on(cuda)
-    assert not module._resident_on(torch.device("cpu"))  # the CPU gathers from the memory-mapped store
     assert not FieldAwareDataModule(synthetic=SyntheticConfig(rows=800), pin_memory=True)._resident_on(cuda)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2 * needed - 1, 80 * 2**30))
     with caplog.at_level("INFO"):
@@ -335,16 +341,21 @@ def test_the_row_order_is_torchs_without_a_list_of_every_row(rows, world, drop_l
     from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
     from torch.utils.data import DistributedSampler
 
-    from lit_ifm.data.sampling import OrderedRows, ShuffledRows
+    from lit_ifm.data.sampling import OrderedRows, ShuffledBatches, ShuffledRows
 
     data = list(range(rows))
     for rank in range(world):
         for seed, epoch in ((0, 0), (2019, 3)):
             ours = ShuffledRows(data, world, rank, seed=seed, drop_last=drop_last)
             torchs = DistributedSampler(data, world, rank, shuffle=True, seed=seed, drop_last=drop_last)
-            ours.set_epoch(epoch)
-            torchs.set_epoch(epoch)
+            batches = ShuffledBatches(data, world, rank, batch_size=3, seed=seed, drop_last=drop_last)
+            iterator = iter(batches)  # made before the epoch is set, as Lightning does when it resumes a run
+            for sampler in (ours, torchs, batches):
+                sampler.set_epoch(epoch)
             assert list(ours) == list(torchs) and len(ours) == len(torchs)
+            expected = list(torchs)
+            assert [batch.tolist() for batch in iterator] == [expected[i: i + 3] for i in range(0, len(expected), 3)]
+            assert len(batches) == -(-len(expected) // 3)
         if rows >= world:
             ordered = list(OrderedRows(data, world, rank))
             assert ordered == list(UnrepeatedDistributedSampler(data, world, rank, shuffle=False))

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from lit_ifm.data import encoding, sources, store
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.negatives import sample_negatives
-from lit_ifm.data.sampling import OrderedRows, ShuffledRows
+from lit_ifm.data.sampling import OrderedRows, ShuffledBatches
 from lit_ifm.data.schema import Field, FieldSchema
 from lit_ifm.data.sources import SPLITS, SplitOrigin, SplitRows, split_rows
 from lit_ifm.data.store import EncodedSplit
@@ -32,7 +32,8 @@ Task = Literal["regression", "binary"]
 
 class FieldBatchDataset(Dataset):
     """Batches gathered from an encoded split (memory-mapped): one fancy index per array, never a loop per row.
-    With :meth:`to`, the split is copied to a device once and batches are gathered there."""
+    With :meth:`to`, the split is copied to a device once and batches are gathered there. An index tensor
+    (what :class:`~lit_ifm.data.sampling.ShuffledBatches` yields) gives a batch of those rows, an int one row."""
 
     def __init__(self, split: EncodedSplit):
         self.split = split
@@ -41,9 +42,9 @@ class FieldBatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitems__(self, indices: list[int]) -> FieldBatch:
+    def __getitems__(self, indices: list[int] | torch.Tensor) -> FieldBatch:
         if self.labels is None:
-            rows = np.asarray(indices, dtype=np.int64)
+            rows = indices.numpy() if isinstance(indices, torch.Tensor) else np.asarray(indices, dtype=np.int64)
             ids, values, labels = self.split.gather(rows)
             return FieldBatch(torch.from_numpy(ids), torch.from_numpy(values), torch.from_numpy(labels),
                               torch.from_numpy(rows))
@@ -57,8 +58,8 @@ class FieldBatchDataset(Dataset):
         self.labels = torch.from_numpy(np.array(self.split.labels)).to(device)
         return self
 
-    def __getitem__(self, index: int) -> FieldBatch:
-        return self.__getitems__([index])
+    def __getitem__(self, index: int | torch.Tensor) -> FieldBatch:
+        return self.__getitems__(index if isinstance(index, torch.Tensor) else [index])
 
 
 # Settings that change the encoded splits, so a store built under other settings is not reused.
@@ -138,9 +139,10 @@ class FieldAwareDataModule(L.LightningDataModule):
         missing_as_id: a missing value of a categorical (or bucketed numeric) field is a value of its own, with its
             own id, rather than an absent feature.
         device_resident: keep every split on the accelerator the trainer uses and gather batches there (no
-            per-batch host work or copy; no workers, no pinning). ``auto`` (the default): on an accelerator whose
-            free memory the splits fit in twice over, unless workers or pinning are asked for; on the CPU batches
-            are always gathered from the memory-mapped store.
+            per-batch host work or copy; no workers, no pinning). ``auto`` (the default), unless workers or
+            pinning are asked for: on an accelerator whose free memory holds the splits twice over; on the CPU
+            when they take at most ``store.RESIDENT_BUDGET`` (128 MiB) as tensors, beyond which batches are read
+            from the memory-mapped store, flat in memory.
         cache_dir: where encoded splits are stored, memory-mapped and reused (``<cache_dir>/encoded``), and where
             ``datasets`` caches parsed CSV, JSON and libFM files (default: ``$LIT_IFM_CACHE``, else
             ``~/.cache/lit_ifm`` and ``datasets``' own).
@@ -258,10 +260,12 @@ class FieldAwareDataModule(L.LightningDataModule):
         hp = self.hparams
         if hp.device_resident != "auto":
             return bool(hp.device_resident)
-        if device.type == "cpu" or hp.num_workers or hp.pin_memory:
+        if hp.num_workers or hp.pin_memory:
             return False
         needed = sum(len(split) * (split.feature_ids.shape[1] * 12 + 4)  # int64 ids, float32 values and labels
                      for split in self.prepared.splits.values())
+        if device.type == "cpu":  # small splits as tensors, gathered as in a plain loop; large ones stay mapped
+            return needed <= store.RESIDENT_BUDGET
         free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
         if free is not None and 2 * needed <= free:
             return True
@@ -554,15 +558,16 @@ class FieldAwareDataModule(L.LightningDataModule):
         if shuffle:
             # A DistributedSampler even on one process: its order depends on (seed, epoch) only, so a run
             # resumed from a checkpoint sees the same batches as an uninterrupted one, and every DDP rank
-            # shuffles alike. The seed is seed_everything's (split_seed when nothing was seeded).
+            # shuffles alike. The seed is seed_everything's (split_seed when nothing was seeded). It yields
+            # whole batches of row indices, which the DataLoader passes on as they are (batch_size None).
             seed = int(os.environ.get("PL_GLOBAL_SEED", hp.split_seed))  # seed_everything's, same on all ranks
-            sampler = ShuffledRows(dataset, world_size, rank, seed=seed)
+            sampler, batch_size = ShuffledBatches(dataset, world_size, rank, hp.batch_size, seed=seed), None
         else:
             # Each validation/test row is scored exactly once across ranks (no padding duplicates).
-            sampler = OrderedRows(dataset, world_size, rank)
+            sampler, batch_size = OrderedRows(dataset, world_size, rank), hp.eval_batch_size or hp.batch_size
         return DataLoader(
             dataset,
-            batch_size=hp.batch_size if shuffle else hp.eval_batch_size or hp.batch_size,
+            batch_size=batch_size,
             sampler=sampler,
             collate_fn=_already_batched,
             num_workers=hp.num_workers,
