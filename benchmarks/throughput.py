@@ -5,7 +5,8 @@
 
 Settings are the peers' (../shared/peers): Frappe as a binary task, K = 64, Adam lr 1e-3, attention size 64,
 NFM hidden (64), dropout 0. Every column is samples/s of training batches only (data loading, forward,
-backward and the optimizer step; never validation), the median of the timed epochs after a warm-up one. The
+backward and the optimizer step; never validation), the median of the timed epochs after the warm-up ones (a new
+process runs its first epochs up to a fifth slower). The
 columns run in turn, ``--rounds`` times, each first once, so that a shared machine's drift (runs of one loop
 here differ by a quarter from minute to minute) falls on all of them alike:
 
@@ -79,8 +80,8 @@ def _synchronize(device: torch.device | str) -> None:
 
 
 def trainer_rates(model_class, data, model_args, epochs: int, accelerator: str = "cpu",
-                  precision: str = "32-true", callbacks: list[L.Callback] = ()) -> list[float]:
-    """Samples/s of each epoch after the first (which warms up) through a bare ``Trainer.fit``."""
+                  precision: str = "32-true", callbacks: list[L.Callback] = (), warmup: int = 1) -> list[float]:
+    """Samples/s of each epoch after the ``warmup`` first through a bare ``Trainer.fit``."""
     torch.manual_seed(0)
     model = model_class(data.schema, **model_args)
     clock = RecordedThroughput()
@@ -88,13 +89,13 @@ def trainer_rates(model_class, data, model_args, epochs: int, accelerator: str =
                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
                         callbacks=[*callbacks, clock], accelerator=accelerator, devices=1, precision=precision)
     trainer.fit(model, datamodule=data)
-    return clock.rates[1:]
+    return clock.rates[warmup:]
 
 
 def loop_rates(model_class, data, model_args, epochs: int, batch_size: int, device: str = "cpu",
-               precision: str = "32-true") -> list[float]:
+               precision: str = "32-true", warmup: int = 1) -> list[float]:
     """The same model and tensors in a hand-written loop, no Lightning, no DataLoader: samples/s of each epoch
-    after the first."""
+    after the ``warmup`` first."""
     torch.manual_seed(0)
     model = model_class(data.schema, **model_args).to(device)
     optimizer = model.configure_optimizers()
@@ -120,13 +121,13 @@ def loop_rates(model_class, data, model_args, epochs: int, batch_size: int, devi
             optimizer.step()
         _synchronize(device)
         rates.append(len(labels) / (time.perf_counter() - start))
-    return rates[1:]
+    return rates[warmup:]
 
 
 def cli_rates(model: str, model_args: dict, data_args: list[str], batch_size: int, epochs: int,
-              trainer_args: list[str] = ()) -> list[float]:
-    """Samples/s of each epoch after the first through ``python -m lit_ifm fit`` in a process of its own, with
-    cli.yaml as it is (W&B offline) and one more callback, the clock."""
+              trainer_args: list[str] = (), warmup: int = 1) -> list[float]:
+    """Samples/s of each epoch after the ``warmup`` first through ``python -m lit_ifm fit`` in a process of its
+    own, with cli.yaml as it is (W&B offline) and one more callback, the clock."""
     with tempfile.TemporaryDirectory(prefix="lit_ifm_cli_") as folder:
         clock = Path(folder) / "rates.jsonl"
         arguments = [sys.executable, "-m", "lit_ifm", "fit", "--model", f"lit_ifm.{model}",
@@ -141,7 +142,7 @@ def cli_rates(model: str, model_args: dict, data_args: list[str], batch_size: in
         run = subprocess.run(arguments, cwd=folder, env=environment, capture_output=True, text=True)
         if run.returncode != 0:
             raise RuntimeError(f"{' '.join(arguments)} failed:\n{run.stdout[-2000:]}\n{run.stderr[-4000:]}")
-        return [json.loads(line) for line in clock.read_text().splitlines()][1:]
+        return [json.loads(line) for line in clock.read_text().splitlines()][warmup:]
 
 
 def torchfm_rates(peers_python: str, models: list[str]) -> dict[str, float]:
@@ -186,7 +187,8 @@ def main() -> None:
     parser.add_argument("--source", default=str(default_data / "frappe"))
     parser.add_argument("--models", nargs="+", default=["FM", "NFM", "AFM", "IFM", "INN"])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 1024, 4096])
-    parser.add_argument("--epochs", type=int, default=4, help="per column and round; the first warms up")
+    parser.add_argument("--epochs", type=int, default=6, help="per column and round, the warm-up ones included")
+    parser.add_argument("--warmup", type=int, default=2, help="epochs not timed: a new process is slower at first")
     parser.add_argument("--rounds", type=int, default=3, help="times each column runs, in turn with the others")
     parser.add_argument("--peers-python", default=str(Path.home() / "peers-venv" / "bin" / "python"))
     parser.add_argument("--no-peers", action="store_true")
@@ -200,8 +202,9 @@ def main() -> None:
     rows = len(data.prepared.splits["train"])
     torchfm = set() if args.no_peers else set(TORCHFM_MODELS)
     lines = [f"`python benchmarks/throughput.py {' '.join(sys.argv[1:])}`: {machine()}; {rows:,} training rows of "
-             f"Frappe (binary), K = 64, Adam; median samples/s of {args.rounds} x {args.epochs - 1} timed epochs after a "
-             "warm-up one, the columns run in turn (torchfm: one timed epoch a round, the peers' harness).",
+             f"Frappe (binary), K = 64, Adam; median samples/s of {args.rounds} x {args.epochs - args.warmup} timed epochs "
+             f"after {args.warmup} warm-up ones, the columns run in turn (torchfm: one timed epoch a round, the peers' "
+             "harness).",
              "", "| model | batch | CLI as users run it | bare Trainer | plain loop | CLI / loop | Trainer / loop "
              "| torchfm | CLI / torchfm |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     print("\n".join(lines), flush=True)
@@ -210,9 +213,10 @@ def main() -> None:
         model_args = {"embedding_dim": 64, "optimizer": "adam", "lr": 1e-3, **PEERS_OPTIONS.get(model, {})}
         for batch_size in args.batch_sizes:
             data.hparams.batch_size = batch_size
-            columns = {"cli": lambda: cli_rates(model, model_args, data_args, batch_size, args.epochs),
-                       "trainer": lambda: trainer_rates(model_class, data, model_args, args.epochs),
-                       "loop": lambda: loop_rates(model_class, data, model_args, args.epochs, batch_size)}
+            epochs, warmup = args.epochs, args.warmup
+            columns = {"cli": lambda: cli_rates(model, model_args, data_args, batch_size, epochs, warmup=warmup),
+                       "trainer": lambda: trainer_rates(model_class, data, model_args, epochs, warmup=warmup),
+                       "loop": lambda: loop_rates(model_class, data, model_args, epochs, batch_size, warmup=warmup)}
             if model in torchfm and batch_size == 1024:
                 columns["torchfm"] = lambda: list(torchfm_rates(args.peers_python, [model]).values())
             rates = {name: [] for name in columns}
