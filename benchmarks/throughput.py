@@ -16,6 +16,7 @@ here differ by a quarter from minute to minute) falls on all of them alike:
   the callback list;
 - ``trainer``: ``Trainer.fit`` with no logger, callbacks, checkpoints, progress bar or validation;
 - ``loop``: the same model and optimizer in a hand-written loop over in-memory tensors, no DataLoader;
+  each of these two in a new process too, like the CLI's, so that none runs in a process another has warmed up;
 - ``torchfm``: the peers' harness (``run_peers.py --lib torchfm --quick``: one timed epoch, batch 1024, in its
   own venv: ``--peers-python``) for the models torchfm has, in turn with the others.
 
@@ -145,6 +146,17 @@ def cli_rates(model: str, model_args: dict, data_args: list[str], batch_size: in
         return [json.loads(line) for line in clock.read_text().splitlines()][warmup:]
 
 
+def isolated_rates(column: str, model: str, batch_size: int, args: argparse.Namespace) -> list[float]:
+    """The ``trainer`` or ``loop`` column from a new process, as the CLI's is: no column runs in a process that
+    another one has warmed up."""
+    run = subprocess.run([sys.executable, __file__, "--column", column, "--models", model, "--batch-sizes",
+                          str(batch_size), "--epochs", str(args.epochs), "--warmup", str(args.warmup), "--source",
+                          args.source], capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"the {column} column failed:\n{run.stderr[-4000:]}")
+    return json.loads(run.stdout.splitlines()[-1])
+
+
 def torchfm_rates(peers_python: str, models: list[str]) -> dict[str, float]:
     """samples/s of the models torchfm has, through the peers' harness (one timed epoch each, batch 1024)."""
     harness = Path(os.environ.get("LIT_IFM_PEERS", REPO.parent / "shared" / "peers")) / "run_peers.py"
@@ -193,6 +205,7 @@ def main() -> None:
     parser.add_argument("--peers-python", default=str(Path.home() / "peers-venv" / "bin" / "python"))
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--write-results", action="store_true")
+    parser.add_argument("--column", choices=["trainer", "loop"], help=argparse.SUPPRESS)  # one column, as JSON
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -200,6 +213,16 @@ def main() -> None:
     data = FieldAwareDataModule(args.source, task="binary", categorical=FRAPPE_FIELDS)
     data.setup("fit")
     rows = len(data.prepared.splits["train"])
+    if args.column:
+        model, batch_size = args.models[0], args.batch_sizes[0]
+        model_class = load_class(f"lit_ifm.{model}")
+        model_args = {"embedding_dim": 64, "optimizer": "adam", "lr": 1e-3, **PEERS_OPTIONS.get(model, {})}
+        data.hparams.batch_size = batch_size
+        rates = trainer_rates(model_class, data, model_args, args.epochs, warmup=args.warmup) if \
+            args.column == "trainer" else loop_rates(model_class, data, model_args, args.epochs, batch_size,
+                                                     warmup=args.warmup)
+        print(json.dumps(rates))
+        return
     torchfm = set() if args.no_peers else set(TORCHFM_MODELS)
     lines = [f"`python benchmarks/throughput.py {' '.join(sys.argv[1:])}`: {machine()}; {rows:,} training rows of "
              f"Frappe (binary), K = 64, Adam; median samples/s of {args.rounds} x {args.epochs - args.warmup} timed epochs "
@@ -209,14 +232,12 @@ def main() -> None:
              "| torchfm | CLI / torchfm |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     print("\n".join(lines), flush=True)
     for model in args.models:
-        model_class = load_class(f"lit_ifm.{model}")
         model_args = {"embedding_dim": 64, "optimizer": "adam", "lr": 1e-3, **PEERS_OPTIONS.get(model, {})}
         for batch_size in args.batch_sizes:
-            data.hparams.batch_size = batch_size
             epochs, warmup = args.epochs, args.warmup
             columns = {"cli": lambda: cli_rates(model, model_args, data_args, batch_size, epochs, warmup=warmup),
-                       "trainer": lambda: trainer_rates(model_class, data, model_args, epochs, warmup=warmup),
-                       "loop": lambda: loop_rates(model_class, data, model_args, epochs, batch_size, warmup=warmup)}
+                       "trainer": lambda: isolated_rates("trainer", model, batch_size, args),
+                       "loop": lambda: isolated_rates("loop", model, batch_size, args)}
             if model in torchfm and batch_size == 1024:
                 columns["torchfm"] = lambda: list(torchfm_rates(args.peers_python, [model]).values())
             rates = {name: [] for name in columns}
