@@ -134,6 +134,14 @@ def test_lit_ifm_callbacks_leave_lightning_no_batch_hook_to_call_in_vain(tmp_pat
     assert CountsBackward.on_before_backward is None
 
 
+@pytest.mark.filterwarnings("ignore:You requested to overfit")  # Lightning turns shuffling off, and says so
+def test_overfit_batches_keeps_the_batch_size(tmp_path):
+    data = small_data()
+    sizes = StepLosses()
+    trainer(tmp_path, max_epochs=1, overfit_batches=2, callbacks=[sizes]).fit(fresh_fm(data), datamodule=data)
+    assert sizes.rows == [128, 128]  # Lightning's sequential sampler, batches as configured
+
+
 class RecordingLogger(Logger):
     name, version = "recording", 0
 

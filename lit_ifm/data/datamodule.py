@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from lit_ifm.data import encoding, sources, store
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.negatives import sample_negatives
-from lit_ifm.data.sampling import OrderedRows, ShuffledBatches
+from lit_ifm.data.sampling import OrderedRows, ShuffledBatches, ShuffledRows
 from lit_ifm.data.schema import Field, FieldSchema
 from lit_ifm.data.sources import SPLITS, SplitOrigin, SplitRows, split_rows
 from lit_ifm.data.store import EncodedSplit
@@ -562,6 +562,8 @@ class FieldAwareDataModule(L.LightningDataModule):
             # whole batches of row indices, which the DataLoader passes on as they are (batch_size None).
             seed = int(os.environ.get("PL_GLOBAL_SEED", hp.split_seed))  # seed_everything's, same on all ranks
             sampler, batch_size = ShuffledBatches(dataset, world_size, rank, hp.batch_size, seed=seed), None
+            if self.trainer is not None and self.trainer.overfit_batches:  # Lightning swaps in a row sampler
+                sampler, batch_size = ShuffledRows(dataset, world_size, rank, seed=seed), hp.batch_size
         else:
             # Each validation/test row is scored exactly once across ranks (no padding duplicates).
             sampler, batch_size = OrderedRows(dataset, world_size, rank), hp.eval_batch_size or hp.batch_size
