@@ -26,7 +26,6 @@ here differ by a quarter from minute to minute) falls on all of them alike:
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import platform
@@ -41,20 +40,21 @@ import lightning as L
 import numpy as np
 import torch
 
+import lit_ifm
 from lit_ifm import FieldAwareDataModule, FieldBatch
 from lit_ifm.callbacks import TrainingThroughput
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import BINARY_OPTIONS, FRAPPE_FIELDS  # noqa: E402  (the peers' settings, as the quality benchmark's)
+
 REPO = Path(__file__).resolve().parents[1]
-FRAPPE_FIELDS = ["user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather", "country", "city"]
-PEERS_OPTIONS = {"AFM": {"attention_dim": 64}, "IFM": {"attention_dim": 64}, "INN": {"attention_dim": 64},
-                 "DeepIFM": {"attention_dim": 64}, "NFM": {"hidden_sizes": [64]}, "DeepFM": {"hidden_sizes": [256, 256]}}
 TORCHFM_MODELS = ("FM", "AFM", "NFM", "DeepFM", "FFM")
 RESULTS_BEGIN, RESULTS_END = "<!-- throughput:begin -->", "<!-- throughput:end -->"
 
 
-def load_class(path: str):
-    module, name = path.rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)
+def peers_model_args(model: str) -> dict:
+    """The peers' settings for ``model`` (a lit_ifm class name): K = 64, Adam lr 1e-3 and its own options."""
+    return {"embedding_dim": 64, "optimizer": "adam", "lr": 1e-3, **BINARY_OPTIONS.get(model.lower(), {})}
 
 
 class RecordedThroughput(TrainingThroughput):
@@ -68,8 +68,8 @@ class RecordedThroughput(TrainingThroughput):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self._samples and self._seconds > 0:
-            self.rates.append(self._samples * trainer.world_size / self._seconds)
+        if (rate := self.samples_per_second(trainer)) is not None:
+            self.rates.append(rate)
             if self.path is not None:
                 with open(self.path, "a") as file:
                     file.write(json.dumps(self.rates[-1]) + "\n")
@@ -215,8 +215,7 @@ def main() -> None:
     rows = len(data.prepared.splits["train"])
     if args.column:
         model, batch_size = args.models[0], args.batch_sizes[0]
-        model_class = load_class(f"lit_ifm.{model}")
-        model_args = {"embedding_dim": 64, "optimizer": "adam", "lr": 1e-3, **PEERS_OPTIONS.get(model, {})}
+        model_class, model_args = getattr(lit_ifm, model), peers_model_args(model)
         data.hparams.batch_size = batch_size
         rates = trainer_rates(model_class, data, model_args, args.epochs, warmup=args.warmup) if \
             args.column == "trainer" else loop_rates(model_class, data, model_args, args.epochs, batch_size,
@@ -232,7 +231,7 @@ def main() -> None:
              "| torchfm | CLI / torchfm |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     print("\n".join(lines), flush=True)
     for model in args.models:
-        model_args = {"embedding_dim": 64, "optimizer": "adam", "lr": 1e-3, **PEERS_OPTIONS.get(model, {})}
+        model_args = peers_model_args(model)
         for batch_size in args.batch_sizes:
             epochs, warmup = args.epochs, args.warmup
             columns = {"cli": lambda: cli_rates(model, model_args, data_args, batch_size, epochs, warmup=warmup),

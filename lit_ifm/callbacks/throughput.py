@@ -28,7 +28,10 @@ class TrainingThroughput(SkipsIdleBatchHooks, L.Callback):
         if trainer.state.fn == "fit":  # the next batch's time starts after validation, not before it
             self._since = time.perf_counter()
 
+    def samples_per_second(self, trainer: L.Trainer) -> float | None:
+        """This epoch's training rows per second so far, all ranks together; ``None`` before its first batch."""
+        return self._samples * trainer.world_size / self._seconds if self._samples and self._seconds > 0 else None
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._samples and self._seconds > 0:
-            pl_module.log("train/samples_per_sec", self._samples * trainer.world_size / self._seconds,
-                          on_epoch=True, sync_dist=True)
+        if (rate := self.samples_per_second(trainer)) is not None:
+            pl_module.log("train/samples_per_sec", rate, on_epoch=True, sync_dist=True)
