@@ -157,6 +157,16 @@ def isolated_rates(column: str, model: str, batch_size: int, args: argparse.Name
     return json.loads(run.stdout.splitlines()[-1])
 
 
+def column_rates(column: str, model: str, batch_size: int, data_args: list[str], args: argparse.Namespace
+                 ) -> list[float]:
+    """One run of one column: ``cli``, ``trainer``, ``loop`` or ``torchfm``."""
+    if column == "cli":
+        return cli_rates(model, peers_model_args(model), data_args, batch_size, args.epochs, warmup=args.warmup)
+    if column == "torchfm":
+        return list(torchfm_rates(args.peers_python, [model]).values())
+    return isolated_rates(column, model, batch_size, args)
+
+
 def torchfm_rates(peers_python: str, models: list[str]) -> dict[str, float]:
     """samples/s of the models torchfm has, through the peers' harness (one timed epoch each, batch 1024)."""
     harness = Path(os.environ.get("LIT_IFM_PEERS", REPO.parent / "shared" / "peers")) / "run_peers.py"
@@ -231,19 +241,12 @@ def main() -> None:
              "| torchfm | CLI / torchfm |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     print("\n".join(lines), flush=True)
     for model in args.models:
-        model_args = peers_model_args(model)
         for batch_size in args.batch_sizes:
-            epochs, warmup = args.epochs, args.warmup
-            columns = {"cli": lambda: cli_rates(model, model_args, data_args, batch_size, epochs, warmup=warmup),
-                       "trainer": lambda: isolated_rates("trainer", model, batch_size, args),
-                       "loop": lambda: isolated_rates("loop", model, batch_size, args)}
-            if model in torchfm and batch_size == 1024:
-                columns["torchfm"] = lambda: list(torchfm_rates(args.peers_python, [model]).values())
+            columns = ["cli", "trainer", "loop"] + (["torchfm"] if model in torchfm and batch_size == 1024 else [])
             rates = {name: [] for name in columns}
             for round_ in range(args.rounds):  # in turn, each first once: the machine's drift falls on all alike
-                names = list(columns)[round_ % len(columns):] + list(columns)[:round_ % len(columns)]
-                for name in names:
-                    rates[name] += columns[name]()
+                for name in columns[round_ % len(columns):] + columns[:round_ % len(columns)]:
+                    rates[name] += column_rates(name, model, batch_size, data_args, args)
             cli, bare, loop = (statistics.median(rates[name]) for name in ("cli", "trainer", "loop"))
             peer = statistics.median(rates["torchfm"]) if "torchfm" in rates else None
             versus = f"{peer:,.0f} | {cli / peer:.2f}x" if peer else "- | -"
