@@ -290,6 +290,27 @@ def test_fm_pretraining_initialises_embeddings_and_names_mismatched_shapes(tmp_p
         IFM(data.schema, init_from=str(tmp_path / "missing.ckpt"))
 
 
+@pytest.mark.parametrize("name", ["IFM", "INN", "DeepIFM"])
+def test_pooled_batch_norm_is_on_from_scratch_and_off_from_fm_and_a_checkpoint_rebuilds_either(tmp_path, name):
+    import lit_ifm
+
+    data = small_data()
+    model_class = getattr(lit_ifm, name)
+    fm_checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="fm")
+    trainer(tmp_path, max_epochs=1, enable_checkpointing=True, callbacks=[fm_checkpoint]).fit(fresh_fm(data),
+                                                                                            datamodule=data)
+    for init_from, normalised in ((None, True), (str(tmp_path / "fm.ckpt"), False)):
+        model = model_class(data.schema, embedding_dim=8, init_from=init_from)
+        pooling = model.shortcut if name == "INN" else model.pooling
+        assert (pooling.norm is not None) == normalised and model.hparams.pooled_batch_norm == normalised
+        checkpoint = ModelCheckpoint(dirpath=tmp_path, filename=f"{name}-{normalised}")
+        trainer(tmp_path, max_epochs=1, enable_checkpointing=True, callbacks=[checkpoint]).fit(model, datamodule=data)
+        reloaded = model_class.load_from_checkpoint(tmp_path / f"{name}-{normalised}.ckpt")
+        assert reloaded.state_dict().keys() == model.state_dict().keys()
+    assert model_class(data.schema, embedding_dim=8, init_from=str(tmp_path / "fm.ckpt"),
+                       pooled_batch_norm=True).hparams.pooled_batch_norm
+
+
 def test_attention_columns_need_a_feature_aspect(tmp_path):
     from lit_ifm import IFM
 

@@ -7,7 +7,7 @@ from torch import Tensor
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.schema import FieldSchema
 from lit_ifm.layers import MLP
-from lit_ifm.models.ifm import InteractionAwareModel, PooledInteraction
+from lit_ifm.models.ifm import InteractionAwareModel, PooledInteraction, pooled_batch_norm_default
 
 
 class DeepIFM(InteractionAwareModel):
@@ -19,7 +19,8 @@ class DeepIFM(InteractionAwareModel):
         hidden_sizes: the deep part's ReLU hidden layers; a 1-unit linear output follows.
         hidden_dropout: dropout after each hidden layer.
         batch_norm: batch norm after each hidden layer.
-        pooled_batch_norm: batch-normalise G_IFM's pooled vector, as :class:`~lit_ifm.models.ifm.IFM` does.
+        pooled_batch_norm: batch-normalise G_IFM's pooled vector, as :class:`~lit_ifm.models.ifm.IFM` does (by
+            default from scratch only, :func:`~lit_ifm.models.ifm.pooled_batch_norm_default`).
         **kwargs: :class:`~lit_ifm.models.ifm.InteractionAwareModel`'s arguments and :class:`FieldAwareModel`'s.
 
     >>> from lit_ifm.data.synthetic import synthetic_schema
@@ -28,7 +29,8 @@ class DeepIFM(InteractionAwareModel):
     """
 
     def __init__(self, schema: FieldSchema, *, hidden_sizes: tuple[int, ...] = (64, 64), hidden_dropout: float = 0.0,
-                 batch_norm: bool = False, pooled_batch_norm: bool = True, **kwargs):
+                 batch_norm: bool = False, pooled_batch_norm: bool | None = None, **kwargs):
+        pooled_batch_norm = pooled_batch_norm_default(pooled_batch_norm, kwargs.get("init_from"))  # as saved
         super().__init__(schema, **kwargs)
         self.pooling = PooledInteraction(self.embedding_dim, pooled_batch_norm)
         self.deep = MLP(self.schema.num_slots * self.embedding_dim, [*hidden_sizes, 1], hidden_dropout, batch_norm)

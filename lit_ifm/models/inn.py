@@ -8,7 +8,7 @@ from torch import Tensor
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.schema import FieldSchema
 from lit_ifm.layers import MLP
-from lit_ifm.models.ifm import InteractionAwareModel, PooledInteraction
+from lit_ifm.models.ifm import InteractionAwareModel, PooledInteraction, pooled_batch_norm_default
 
 
 class INN(InteractionAwareModel):
@@ -30,7 +30,7 @@ class INN(InteractionAwareModel):
         hidden_dropout: dropout after each hidden layer.
         ifm_shortcut: add ``G_IFM`` to the MLP's output; ``False`` is the paper's ``G_INN = h_L``.
         pooled_batch_norm: batch-normalise the shortcut's pooled vector, as :class:`~lit_ifm.models.ifm.IFM`
-            does.
+            does (by default from scratch only, :func:`~lit_ifm.models.ifm.pooled_batch_norm_default`).
         **kwargs: :class:`~lit_ifm.models.ifm.InteractionAwareModel`'s arguments (attention_dim,
             field_factors, temperature, variant, same_field_pairs, attention_sum) and
             :class:`FieldAwareModel`'s.
@@ -42,7 +42,8 @@ class INN(InteractionAwareModel):
     """
 
     def __init__(self, schema: FieldSchema, *, hidden_sizes: tuple[int, ...] = (64,), hidden_dropout: float = 0.0,
-                 ifm_shortcut: bool = True, pooled_batch_norm: bool = True, **kwargs):
+                 ifm_shortcut: bool = True, pooled_batch_norm: bool | None = None, **kwargs):
+        pooled_batch_norm = pooled_batch_norm_default(pooled_batch_norm, kwargs.get("init_from"))  # as saved
         super().__init__(schema, **kwargs)
         self.mlp = MLP(self.num_pairs * self.embedding_dim, [*hidden_sizes, 1], dropout=hidden_dropout)
         # Not self.pooling: F also feeds the MLP, so the shortcut's scale does not fold into it.
