@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import mixed_schema, random_batch
 
-from lit_ifm import FM, IFM, INN, FieldAwareDataModule, FieldBatch, SyntheticConfig
+from lit_ifm import FM, IFM, INN, DeepIFM, FieldAwareDataModule, FieldBatch, SyntheticConfig
 from lit_ifm.data.synthetic import synthetic_schema
 
 
@@ -69,6 +69,17 @@ def test_ones_field_aspect_and_uniform_attention_is_fm(attention_sum, divided_by
     pair_count = real_pair_mask(model, batch).sum(dim=1) if divided_by_pair_count else 1
     with torch.no_grad():
         torch.testing.assert_close(model.interaction(batch), fm.interaction(batch) / pair_count)
+
+
+@pytest.mark.parametrize("model_class", [IFM, INN, DeepIFM])
+def test_the_paper_models_penalise_V_by_default_and_a_dict_of_ones_own_replaces_it(model_class):
+    schema = synthetic_schema()
+    model = model_class(schema, embedding_dim=8)
+    assert model.hparams.l2_regularization == {"feature_embedding": 1e-4}  # saved resolved, so checkpoints keep it
+    torch.testing.assert_close(model.regularization(), 1e-4 * model.feature_embedding.weight.pow(2).sum())
+    own = model_class(schema, embedding_dim=8, l2_regularization={"field_aspect": 0.01})
+    assert own.hparams.l2_regularization == {"field_aspect": 0.01}
+    assert not model_class(schema, embedding_dim=8, l2_regularization={}).hparams.l2_regularization
 
 
 def test_pooled_batch_norm_folds_into_the_field_aspect_and_bias_at_inference():

@@ -134,6 +134,23 @@ def pooled_batch_norm_default(pooled_batch_norm: bool | None, init_from: str | N
     return init_from is None if pooled_batch_norm is None else pooled_batch_norm
 
 
+EMBEDDING_L2 = 1e-4
+
+
+def l2_regularization_default(l2_regularization: dict[str, float] | None) -> dict[str, float]:
+    """``l2_regularization`` as given, or by default ``{"feature_embedding": 1e-4}``: an L2 penalty on V.
+
+    From scratch, IFM drives its training log loss to 0.0005 within ten epochs, memorising rows through the
+    pair vectors, while its validation AUC creeps. The penalty holds V's rare rows near zero (Frappe, the
+    peers' binary protocol, validation AUC over 3 seeds: 0.9566 without it, 0.9575 at 1e-5, 0.9587 at 1e-4,
+    0.9580 at 3e-4). A dict of one's own replaces it, ``{}`` included.
+
+    >>> l2_regularization_default(None), l2_regularization_default({"field_aspect": 8e-5})
+    ({'feature_embedding': 0.0001}, {'field_aspect': 8e-05})
+    """
+    return {"feature_embedding": EMBEDDING_L2} if l2_regularization is None else l2_regularization
+
+
 class InteractionAwareModel(FieldAwareModel):
     """What IFM, INN and DeepIFM share: the slot pairs, the feature aspect ``T`` (Eq. 5), the field aspect
     ``F`` (Eq. 6), :meth:`aspects` (Eq. 11) and the interpretability outputs. Not a model by itself: a
@@ -152,6 +169,8 @@ class InteractionAwareModel(FieldAwareModel):
             the paper): the number of its real pairs |X|, so uniform attention and F = 1 give FM's plain sum
             and the interaction starts at FM's scale, not 1/|X| of it (45x smaller on Frappe, which left
             IFM and INN behind FM under Adam at lr 1e-3). ``one``: the paper's softmax (Eq. 5).
+        l2_regularization: :class:`FieldAwareModel`'s, with a default of its own here: ``{"feature_embedding":
+            1e-4}`` (:func:`l2_regularization_default`); ``{}`` for none.
         **kwargs: :class:`FieldAwareModel`'s arguments; ``interaction_dropout`` acts on the weighted pair
             vectors FX (the pair-wise interaction layer).
     """
@@ -166,9 +185,11 @@ class InteractionAwareModel(FieldAwareModel):
         variant: Variant = "ifm",
         same_field_pairs: bool = True,
         attention_sum: AttentionSum = "pairs",
+        l2_regularization: dict[str, float] | None = None,
         **kwargs,
     ):
-        super().__init__(schema, **kwargs)
+        l2_regularization = l2_regularization_default(l2_regularization)  # as saved
+        super().__init__(schema, l2_regularization=l2_regularization, **kwargs)
         self.same_field_pairs = same_field_pairs
         self.attention_sum = attention_sum
         left, right = slot_pairs(self.schema.slot_fields, same_field=same_field_pairs)
