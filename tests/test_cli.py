@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 
 import pytest
+import torch
 import yaml
 from conftest import REPO
-from helpers import run_cli
+from helpers import run_cli, run_main
 
 
 def test_fit_one_epoch_on_synthetic_data_then_test(tmp_path):
@@ -84,3 +85,22 @@ def test_bad_data_is_one_clear_line_not_a_traceback(tmp_path):
     assert result.returncode == 2
     assert f"lit-ifm: error: data source '{tmp_path / 'nowhere'}': no such file or folder" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_defaults_resolved_in_init_reach_the_checkpoint_so_test_and_reload_rebuild_the_same_model(tmp_path):
+    from lit_ifm import IFM
+
+    def fit(recipe: str, *args: str) -> str:
+        common = ["--config", str(REPO / "recipes" / f"{recipe}.yaml"), "--data.synthetic.rows", "1500",
+                  "--model.embedding_dim", "4", "--trainer.max_epochs", "1"]
+        return run_main(tmp_path, "fit", *common, *args).trainer.checkpoint_callback.best_model_path
+
+    # LightningCLI saves its config as given (pooled_batch_norm and l2_regularization null), so the model must save
+    # what it resolved: from FM's checkpoint, no pooled batch norm; and the L2 penalty that training applied.
+    from_fm = fit("ifm_synthetic", "--model.init_from", fit("fm_synthetic"))
+    settings = torch.load(from_fm, map_location="cpu", weights_only=False)["hyper_parameters"]
+    assert settings["pooled_batch_norm"] is False and settings["l2_regularization"] == {"feature_embedding": 1e-4}
+    assert IFM.load_from_checkpoint(from_fm).pooling.norm is None
+    tested = run_main(tmp_path, "test", "--config", str(REPO / "recipes" / "ifm_synthetic.yaml"),
+                      "--data.synthetic.rows", "1500", "--ckpt_path", from_fm)
+    assert "test/rmse" in tested.trainer.callback_metrics

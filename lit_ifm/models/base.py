@@ -253,6 +253,12 @@ class FieldAwareModel(L.LightningModule):
 
     # --- checkpoints ----------------------------------------------------------------------------------
 
+    def keep_resolved_hparams(self, **settings) -> None:
+        """Saves defaults that ``__init__`` resolved (``None`` made concrete) in place of what was given, so that a
+        checkpoint rebuilds the same model: LightningCLI records its config's values as given, not ``__init__``'s
+        locals, and ``init_from``, which some defaults follow, is not saved."""
+        self.hparams.update(settings)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[SCHEMA_KEY] = self.schema
         checkpoint[MODEL_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"

@@ -30,8 +30,9 @@ class DeepIFM(InteractionAwareModel):
 
     def __init__(self, schema: FieldSchema, *, hidden_sizes: tuple[int, ...] = (64, 64), hidden_dropout: float = 0.0,
                  batch_norm: bool = False, pooled_batch_norm: bool | None = None, **kwargs):
-        pooled_batch_norm = pooled_batch_norm_default(pooled_batch_norm, kwargs.get("init_from"))  # as saved
+        pooled_batch_norm = pooled_batch_norm_default(pooled_batch_norm, kwargs.get("init_from"))
         super().__init__(schema, **kwargs)
+        self.keep_resolved_hparams(pooled_batch_norm=pooled_batch_norm)
         self.pooling = PooledInteraction(self.embedding_dim, pooled_batch_norm)
         self.deep = MLP(self.schema.num_slots * self.embedding_dim, [*hidden_sizes, 1], hidden_dropout, batch_norm)
 

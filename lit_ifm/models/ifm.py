@@ -188,8 +188,9 @@ class InteractionAwareModel(FieldAwareModel):
         l2_regularization: dict[str, float] | None = None,
         **kwargs,
     ):
-        l2_regularization = l2_regularization_default(l2_regularization)  # as saved
+        l2_regularization = l2_regularization_default(l2_regularization)
         super().__init__(schema, l2_regularization=l2_regularization, **kwargs)
+        self.keep_resolved_hparams(l2_regularization=l2_regularization)
         self.same_field_pairs = same_field_pairs
         self.attention_sum = attention_sum
         left, right = slot_pairs(self.schema.slot_fields, same_field=same_field_pairs)
@@ -308,8 +309,9 @@ class IFM(InteractionAwareModel):
     """
 
     def __init__(self, schema: FieldSchema, *, pooled_batch_norm: bool | None = None, **kwargs):
-        pooled_batch_norm = pooled_batch_norm_default(pooled_batch_norm, kwargs.get("init_from"))  # as saved
+        pooled_batch_norm = pooled_batch_norm_default(pooled_batch_norm, kwargs.get("init_from"))
         super().__init__(schema, **kwargs)
+        self.keep_resolved_hparams(pooled_batch_norm=pooled_batch_norm)
         self.pooling = PooledInteraction(self.embedding_dim, pooled_batch_norm)
 
     def interaction(self, batch: FieldBatch) -> Tensor:
