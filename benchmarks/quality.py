@@ -1,6 +1,6 @@
 """Do the paper's models win? IFM, INN and DeepIFM against FM, AFM, NFM and DeepFM, two protocols, seeds.
 
-    python benchmarks/quality.py --source ../shared/data/frappe --write-results   # ~2 h on 2 cores
+    python benchmarks/quality.py --source ../shared/data/frappe --write-results   # ~3 h on 2 cores
     python benchmarks/quality.py --source ../shared/data/frappe --protocols binary --seeds 2019 --models fm ifm
 
 Protocols:
