@@ -14,8 +14,8 @@ class SkipsIdleBatchHooks:
     """A callback mixin: the batch hooks a class leaves as Lightning's no-op become ``None``, which Lightning does
     not call (it calls a hook only when it is callable). Lightning otherwise calls each of its 12 batch hooks on
     every callback every step, a few microseconds each: with cli.yaml's callbacks, 54 calls a step, about a
-    tenth of FM's step at batch 128 under cProfile. A subclass that defines such a hook gets it called as usual; it must not call
-    ``super()``'s version of a hook its parent left idle.
+    tenth of FM's step at batch 128 under cProfile. A subclass that defines such a hook gets it called as usual;
+    it must not call ``super()``'s version of a hook its parent left idle.
     """
 
     def __init_subclass__(cls, **kwargs):

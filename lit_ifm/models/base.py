@@ -90,6 +90,7 @@ class FieldAwareModel(L.LightningModule):
         self.test_metrics = self._make_metrics("test/")
         self._epoch_loss_sum: Tensor | None = None  # the training loss summed over the epoch's rows so far
         self._epoch_rows = 0
+        self.pretrained_from = init_from  # not saved; defaults that follow it are (keep_resolved_hparams)
         if init_from is not None:
             self.load_pretrained(init_from)
 

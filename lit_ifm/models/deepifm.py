@@ -7,7 +7,7 @@ from torch import Tensor
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.schema import FieldSchema
 from lit_ifm.layers import MLP
-from lit_ifm.models.ifm import InteractionAwareModel, PooledInteraction, pooled_batch_norm_default
+from lit_ifm.models.ifm import InteractionAwareModel
 
 
 class DeepIFM(InteractionAwareModel):
@@ -30,10 +30,8 @@ class DeepIFM(InteractionAwareModel):
 
     def __init__(self, schema: FieldSchema, *, hidden_sizes: tuple[int, ...] = (64, 64), hidden_dropout: float = 0.0,
                  batch_norm: bool = False, pooled_batch_norm: bool | None = None, **kwargs):
-        pooled_batch_norm = pooled_batch_norm_default(pooled_batch_norm, kwargs.get("init_from"))
         super().__init__(schema, **kwargs)
-        self.keep_resolved_hparams(pooled_batch_norm=pooled_batch_norm)
-        self.pooling = PooledInteraction(self.embedding_dim, pooled_batch_norm)
+        self.pooling = self.pooled_interaction(pooled_batch_norm)
         self.deep = MLP(self.schema.num_slots * self.embedding_dim, [*hidden_sizes, 1], hidden_dropout, batch_norm)
 
     def interaction(self, batch: FieldBatch) -> Tensor:

@@ -244,6 +244,12 @@ class InteractionAwareModel(FieldAwareModel):
             self.field_aspect()[field_index]  # (P, K)
         return InteractionAspects(feature, field, attention)
 
+    def pooled_interaction(self, pooled_batch_norm: bool | None) -> PooledInteraction:
+        """G_IFM's pooling, its batch norm resolved by :func:`pooled_batch_norm_default` and saved as resolved."""
+        pooled_batch_norm = pooled_batch_norm_default(pooled_batch_norm, self.pretrained_from)
+        self.keep_resolved_hparams(pooled_batch_norm=pooled_batch_norm)
+        return PooledInteraction(self.embedding_dim, pooled_batch_norm)
+
     def batch_aspects(self, batch: FieldBatch) -> InteractionAspects:
         """The aspects of the active pairs (all, or those an InteractionSampler selected)."""
         return self.aspects(self.embed(batch), batch.mask, self.active_pairs, self.active_pair_log_weights)
@@ -309,10 +315,8 @@ class IFM(InteractionAwareModel):
     """
 
     def __init__(self, schema: FieldSchema, *, pooled_batch_norm: bool | None = None, **kwargs):
-        pooled_batch_norm = pooled_batch_norm_default(pooled_batch_norm, kwargs.get("init_from"))
         super().__init__(schema, **kwargs)
-        self.keep_resolved_hparams(pooled_batch_norm=pooled_batch_norm)
-        self.pooling = PooledInteraction(self.embedding_dim, pooled_batch_norm)
+        self.pooling = self.pooled_interaction(pooled_batch_norm)
 
     def interaction(self, batch: FieldBatch) -> Tensor:
         return self.pooling(self.batch_aspects(batch).fused())

@@ -8,7 +8,7 @@ from torch import Tensor
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.schema import FieldSchema
 from lit_ifm.layers import MLP
-from lit_ifm.models.ifm import InteractionAwareModel, PooledInteraction, pooled_batch_norm_default
+from lit_ifm.models.ifm import InteractionAwareModel
 
 
 class INN(InteractionAwareModel):
@@ -43,12 +43,10 @@ class INN(InteractionAwareModel):
 
     def __init__(self, schema: FieldSchema, *, hidden_sizes: tuple[int, ...] = (64,), hidden_dropout: float = 0.0,
                  ifm_shortcut: bool = True, pooled_batch_norm: bool | None = None, **kwargs):
-        pooled_batch_norm = pooled_batch_norm_default(pooled_batch_norm, kwargs.get("init_from"))
         super().__init__(schema, **kwargs)
-        self.keep_resolved_hparams(pooled_batch_norm=pooled_batch_norm)
         self.mlp = MLP(self.num_pairs * self.embedding_dim, [*hidden_sizes, 1], dropout=hidden_dropout)
         # Not self.pooling: F also feeds the MLP, so the shortcut's scale does not fold into it.
-        self.shortcut = PooledInteraction(self.embedding_dim, pooled_batch_norm) if ifm_shortcut else None
+        self.shortcut = self.pooled_interaction(pooled_batch_norm) if ifm_shortcut else None
 
     def interaction(self, batch: FieldBatch) -> Tensor:
         h0 = self.batch_aspects(batch).fused()  # (B, P', K): all P pairs, or the P' a sampler selected
