@@ -169,3 +169,13 @@ def test_field_aspect_ranks_the_planted_field_pairs_first():
     ranking = model.field_pair_importance()
     assert {(row.first, row.second) for row in ranking[:3]} == {("f0", "f1"), ("f2", "f3"), ("f4", "f7")}, ranking[:5]
     assert ranking[2].norm > 2 * ranking[3].norm, ranking[:5]
+
+
+@pytest.mark.parametrize("ifm_shortcut", [True, False])
+def test_inn_with_the_shortcut_starts_exactly_as_ifm(ifm_shortcut):
+    schema = synthetic_schema()
+    L.seed_everything(0)
+    inn = INN(schema, embedding_dim=8, hidden_sizes=(5,), ifm_shortcut=ifm_shortcut).eval()
+    batch = random_batch(schema, rows=16)
+    mlp_output = inn.interaction(batch) - (inn.shortcut(inn.batch_aspects(batch).fused()) if ifm_shortcut else 0)
+    assert (mlp_output.abs().max() == 0) == ifm_shortcut

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.schema import FieldSchema
@@ -28,7 +28,8 @@ class INN(InteractionAwareModel):
         hidden_sizes: the ReLU hidden layers; a 1-unit identity output layer follows. The authors' code
             uses one hidden layer of 5 units.
         hidden_dropout: dropout after each hidden layer.
-        ifm_shortcut: add ``G_IFM`` to the MLP's output; ``False`` is the paper's ``G_INN = h_L``.
+        ifm_shortcut: add ``G_IFM`` to the MLP's output, whose last layer then starts at zero, so that INN
+            starts exactly as IFM; ``False`` is the paper's ``G_INN = h_L`` with the usual initialisation.
         pooled_batch_norm: batch-normalise the shortcut's pooled vector, as :class:`~lit_ifm.models.ifm.IFM`
             does (by default from scratch only, :func:`~lit_ifm.models.ifm.pooled_batch_norm_default`).
         **kwargs: :class:`~lit_ifm.models.ifm.InteractionAwareModel`'s arguments (attention_dim,
@@ -47,6 +48,9 @@ class INN(InteractionAwareModel):
         self.mlp = MLP(self.num_pairs * self.embedding_dim, [*hidden_sizes, 1], dropout=hidden_dropout)
         # Not self.pooling: F also feeds the MLP, so the shortcut's scale does not fold into it.
         self.shortcut = self.pooled_interaction(pooled_batch_norm) if ifm_shortcut else None
+        if self.shortcut is not None:  # INN starts as IFM, and its MLP adds only what training finds
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
 
     def interaction(self, batch: FieldBatch) -> Tensor:
         h0 = self.batch_aspects(batch).fused()  # (B, P', K): all P pairs, or the P' a sampler selected
