@@ -94,6 +94,8 @@ class WandbLogger(_LightningWandbLogger):
     ):
         resolved, reason = resolve_wandb_mode(mode)
         rank_zero_info(f"W&B logging {resolved} ({reason})")
+        # Absolute: a W&B service inherited from a parent process (WANDB_SERVICE) would resolve it in its own cwd.
+        save_dir = os.path.abspath(save_dir)
         os.makedirs(save_dir, exist_ok=True)
         super().__init__(name=name, save_dir=save_dir, project=project, log_model=log_model and resolved == "online",
                          mode=resolved, entity=entity, group=group, tags=tags, version=version)

@@ -11,7 +11,18 @@ from conftest import REPO
 from helpers import run_cli, run_main
 
 
-def test_fit_one_epoch_on_synthetic_data_then_test(tmp_path):
+@pytest.fixture
+def wandb_service_of_the_parent():
+    """A W&B service started by the calling process (a notebook, a script, an earlier test): the child inherits it
+    through ``WANDB_SERVICE``, and the service resolves paths in its own working directory, not the child's."""
+    import wandb
+
+    wandb.setup()
+    yield
+    wandb.teardown()
+
+
+def test_fit_one_epoch_on_synthetic_data_then_test(tmp_path, wandb_service_of_the_parent):
     result = run_cli("fit", "--config", str(REPO / "recipes" / "fm_synthetic.yaml"), "--trainer.max_epochs", "1",
                      "--data.synthetic.rows", "3000", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
