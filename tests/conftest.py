@@ -44,10 +44,12 @@ def small_frappe_dir(frappe_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _seed_and_one_thread(monkeypatch):
-    """Every test starts from the same seeds (seed_everything's env variable, which sets the training order,
-    does not leak from one test to the next), on one thread: with tiny tensors torch's thread pool costs far
-    more than it saves (10x on a busy 2-core machine)."""
-    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    """Every test starts from the same seeds, on one thread: with tiny tensors torch's thread pool costs far more
+    than it saves (10x on a busy 2-core machine). What an earlier in-process run left in the environment does not
+    reach this test: seed_everything's seed (it sets the training order), nor W&B's service socket, which a
+    test's new processes would otherwise share with this one, as a notebook's would."""
+    for leftover in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "WANDB_SERVICE"):
+        monkeypatch.delenv(leftover, raising=False)
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

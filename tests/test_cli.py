@@ -17,6 +17,7 @@ def wandb_service_of_the_parent():
     through ``WANDB_SERVICE``, and the service resolves paths in its own working directory, not the child's."""
     import wandb
 
+    wandb.teardown()  # a service of its own, whose socket the environment names
     wandb.setup()
     yield
     wandb.teardown()
