@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet
 import pytest
 import torch
 from conftest import FRAPPE_FIELDS, REPO
@@ -348,3 +349,23 @@ def test_a_large_store_is_gathered_without_becoming_resident(monkeypatch):
     run = dataset.__getitems__(list(range(100, 400)))  # a run of rows, as evaluation reads them
     assert resident_kib(path) == resident  # the new map gained no page
     assert run.feature_ids.equal(torch.from_numpy(dataset.split.feature_ids[100:400].astype(np.int64)))
+
+
+def test_reading_a_parquet_file_keeps_memory_to_a_row_group(tmp_path):
+    rng = np.random.default_rng(0)
+    words = pa.array([f"{value:08x}" for value in rng.integers(0, 1 << 32, 100_000)])
+    table = pa.table({f"C{i}": pc_take_shuffled(words, rng) for i in range(5)})
+    path = tmp_path / "wide.parquet"
+    pa.parquet.write_table(table, path, row_group_size=2_000, compression="none")  # 50 row groups, about 6 MB
+    rows = sources.ParquetRows(path)
+    before = pa.total_allocated_bytes()
+    chunks = rows.chunks(2_000)
+    for _ in range(49):
+        next(chunks)
+    held = pa.total_allocated_bytes() - before
+    # pyarrow's pre_buffer held the whole file read so far (7.1 MB here); a row group's buffers are 0.12 MB
+    assert held < table.nbytes / 4, f"{held:,} bytes held after 49 of 50 row groups, {table.nbytes:,} in all"
+
+
+def pc_take_shuffled(words: pa.Array, rng: np.random.Generator) -> pa.Array:
+    return words.take(pa.array(rng.permutation(len(words))))
