@@ -468,7 +468,7 @@ class TableVocabulary:
                 self.counts[spec.name].add(_tokens(table.column(spec.name), spec, origin, first_row))
 
     def finish(self) -> None:
-        """Builds every field's vocabulary, slots and ids from the counts."""
+        """Builds every field's vocabulary, slots and ids from the counts, which it frees."""
         self.vocabularies: list[pa.Array | None] = []
         self.offsets: list[int] = []
         self.slots: list[int] = []
@@ -487,11 +487,11 @@ class TableVocabulary:
             else:
                 self.slots.append(1)
             if spec.hash_buckets:
-                kept = self.counts[spec.name].kept(spec.min_count)[0] if spec.name in self.counts else None
+                kept = self.counts.pop(spec.name).kept(spec.min_count)[0] if spec.name in self.counts else None
                 self.vocabularies.append(kept)
                 offset += spec.hash_buckets + 1
                 continue
-            kept, rare = self.counts[spec.name].kept(spec.min_count)
+            kept, rare = self.counts.pop(spec.name).kept(spec.min_count)  # every count freed once the kept are known
             self.report.rare_features[spec.name] += rare
             self.vocabularies.append(kept)
             offset += len(kept) + 1
