@@ -1,11 +1,39 @@
-"""Pieces that several models share: pair enumeration and the MLP."""
+"""Pieces that several models share: embedding lookups, pair enumeration and the MLP."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+def embedding_rows(table: nn.Embedding, ids: Tensor) -> Tensor:
+    """``table(ids)``, the same rows and the same gradient, which a dense table on a CPU sums with ``index_add``:
+    torch's embedding backward sorts the ids first, which made it 3x slower for K = 64 and 20x for K = 1
+    (Frappe's batch of 1024 x 10 ids), a quarter of FM's whole training step."""
+    if table.sparse or table.weight.device.type != "cpu":
+        return table(ids)
+    return _EmbeddingRows.apply(table.weight, ids, table.padding_idx)
+
+
+class _EmbeddingRows(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, weight: Tensor, ids: Tensor, padding_idx: int | None) -> Tensor:
+        ctx.save_for_backward(ids)
+        ctx.rows, ctx.dtype, ctx.padding_idx = weight.shape[0], weight.dtype, padding_idx
+        return F.embedding(ids, weight)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (ids,) = ctx.saved_tensors
+        width = grad.shape[-1]
+        grad_weight = grad.new_zeros((ctx.rows, width), dtype=ctx.dtype)
+        grad_weight.index_add_(0, ids.reshape(-1), grad.reshape(-1, width).to(ctx.dtype))
+        if ctx.padding_idx is not None:
+            grad_weight[ctx.padding_idx] = 0  # as nn.Embedding: the padding row never learns
+        return grad_weight, None, None
 
 
 def slot_pairs(slot_fields: Sequence[int], same_field: bool = True) -> tuple[Tensor, Tensor]:

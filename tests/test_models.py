@@ -8,7 +8,7 @@ import torch
 from helpers import MODELS, mixed_schema, random_batch
 
 from lit_ifm import AFM, FFM, IFM, INN, NFM, DeepFM, DeepIFM, FieldAwareModel, LinearModel
-from lit_ifm.layers import slot_pairs
+from lit_ifm.layers import embedding_rows, slot_pairs
 
 UNUSED_PARAMETERS = {LinearModel: {"feature_embedding.weight"}}  # a linear model has V but never reads it
 
@@ -233,3 +233,20 @@ def test_every_model_overfits_one_small_batch(model_class):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0], (model_class.__name__, losses[0], losses[-1])
+
+
+@pytest.mark.parametrize("width", [1, 5])
+def test_embedding_rows_give_nn_embeddings_rows_and_gradient(width):
+    table = torch.nn.Embedding(30, width, padding_idx=29)
+    ids = torch.randint(0, 30, (16, 7))
+    ids[0, :3] = 29  # padding
+    ids[1, :4] = 3  # one id many times in a row
+    upstream = torch.randn(16, 7, width)
+    expected = table(ids)
+    expected.backward(upstream)
+    expected_grad, table.weight.grad = table.weight.grad, None
+    rows = embedding_rows(table, ids)
+    rows.backward(upstream)
+    assert rows.equal(expected)
+    torch.testing.assert_close(table.weight.grad, expected_grad)
+    assert table.weight.grad[29].abs().sum() == 0
