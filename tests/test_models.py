@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from helpers import MODELS, mixed_schema, random_batch
 
-from lit_ifm import AFM, FFM, IFM, INN, NFM, DeepFM, DeepIFM, FieldAwareModel, LinearModel
+from lit_ifm import AFM, FFM, FM, IFM, INN, NFM, DeepFM, DeepIFM, FieldAwareModel, LinearModel
 from lit_ifm.layers import embedding_rows, slot_pairs
 
 UNUSED_PARAMETERS = {LinearModel: {"feature_embedding.weight"}}  # a linear model has V but never reads it
@@ -250,3 +252,29 @@ def test_embedding_rows_give_nn_embeddings_rows_and_gradient(width):
     assert rows.equal(expected)
     torch.testing.assert_close(table.weight.grad, expected_grad)
     assert table.weight.grad[29].abs().sum() == 0
+
+
+def test_a_compiled_model_gives_the_eager_scores_and_gradients_and_still_copies():
+    schema, batch = mixed_schema(), random_batch(mixed_schema(), rows=32)
+    eager = FM(schema, embedding_dim=8)
+    compiled = FM(schema, embedding_dim=8, compile="default")
+    compiled.load_state_dict(eager.state_dict())
+    for model in (eager, compiled):
+        model.loss(model(batch), batch.labels).backward()
+    torch.testing.assert_close(compiled(batch), eager(batch))
+    for (name, expected), got in zip(eager.named_parameters(), compiled.parameters()):
+        torch.testing.assert_close(got.grad, expected.grad, msg=name)
+    assert compiled._compiled_scores is not None and copy.deepcopy(compiled)._compiled_scores is None
+    assert "_orig_mod" not in "".join(compiled.state_dict())  # checkpoints keep the eager model's keys
+
+
+def test_a_compiled_ifm_follows_the_pairs_a_sampler_selects_batch_after_batch():
+    schema, batch = mixed_schema(), random_batch(mixed_schema(), rows=16)
+    eager = IFM(schema, embedding_dim=8).eval()
+    compiled = IFM(schema, embedding_dim=8, compile="default").eval()
+    compiled.load_state_dict(eager.state_dict())
+    for selected in (torch.tensor([0, 3, 5, 7]), torch.tensor([1, 2, 4, 9]), None, torch.arange(6)):
+        weights = None if selected is None else torch.randn(len(selected))
+        for model in (eager, compiled):
+            model.active_pairs, model.active_pair_log_weights = selected, weights
+        torch.testing.assert_close(compiled(batch), eager(batch))

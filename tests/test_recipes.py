@@ -15,7 +15,8 @@ from helpers import run_main
 
 from lit_ifm.__main__ import main
 
-OVERLAYS = [REPO / "recipes" / "cpu.yaml"]  # settings stacked after a recipe, not recipes of their own
+# settings stacked after a recipe, not recipes of their own
+OVERLAYS = [REPO / "recipes" / "cpu.yaml", REPO / "recipes" / "compile.yaml"]
 RECIPES = sorted(path for path in (REPO / "recipes").glob("*.yaml") if path not in OVERLAYS)
 
 
@@ -99,3 +100,14 @@ def test_the_cpu_setting_stacks_after_every_recipe(recipe, tmp_path, capsys):
     assert config["model"]["class_path"] == own["model"]["class_path"]  # the recipe's model and protocol stay
     assert config["model"]["init_args"]["embedding_dim"] == 64 and config["data"]["batch_size"] == 1024
     assert config["data"]["source"] == own["data"]["source"]
+
+
+def test_the_compile_setting_trains_a_recipe_and_its_checkpoint_loads_eager(tmp_path):
+    from lit_ifm import FM
+
+    cli = run_main(tmp_path, "fit", "--config", str(REPO / "recipes" / "fm_synthetic.yaml"), "--config",
+                   str(REPO / "recipes" / "compile.yaml"), "--trainer.max_epochs", "1", "--data.synthetic.rows", "2000")
+    assert cli.model.hparams.compile == "default" and cli.model._compiled_scores is not None
+    best = next(tmp_path.glob("**/best-*.ckpt"))
+    eager = FM.load_from_checkpoint(best, compile=None)
+    assert eager._compiled_scores is None and eager.hparams.compile is None

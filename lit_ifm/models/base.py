@@ -20,6 +20,7 @@ from lit_ifm.memory import check_parameter_memory
 
 Task = Literal["regression", "binary"]
 OptimizerName = Literal["adam", "adamw", "adagrad", "sgd"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
 _SPARSE_OPTIMIZERS = ("adagrad", "sgd")
 _FUSED_OPTIMIZERS = ("adam", "adamw")
@@ -48,6 +49,9 @@ class FieldAwareModel(L.LightningModule):
             metrics (the reference code's protocol).
         init_from: an FM checkpoint whose feature embeddings, linear terms and bias initialise this
             model (the paper's FM pre-training).
+        compile: ``torch.compile`` the forward pass in this mode (``reduce-overhead`` adds CUDA graphs on a
+            GPU). The first steps, and the first of each evaluation, wait for the compiler (10-30 s); after
+            that FM trains 2-3x faster on a CPU. ``None``: eager.
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class FieldAwareModel(L.LightningModule):
         interaction_dropout: float = 0.0,
         clip_predictions: bool = True,
         init_from: str | None = None,
+        compile: CompileMode | None = None,
     ):
         super().__init__()
         if sparse_embeddings and optimizer not in _SPARSE_OPTIMIZERS:
@@ -92,6 +97,7 @@ class FieldAwareModel(L.LightningModule):
         self.test_metrics = self._make_metrics("test/")
         self._epoch_loss_sum: Tensor | None = None  # the training loss summed over the epoch's rows so far
         self._epoch_rows = 0
+        self._compiled_scores = None  # torch.compile(self.scores), made on the first forward
         self.pretrained_from = init_from  # not saved; defaults that follow it are (keep_resolved_hparams)
         if init_from is not None:
             self.load_pretrained(init_from)
@@ -118,8 +124,20 @@ class FieldAwareModel(L.LightningModule):
         weights = embedding_rows(self.linear, batch.feature_ids).squeeze(-1)
         return self.bias + (weights * batch.feature_values).sum(dim=1)
 
-    def forward(self, batch: FieldBatch) -> Tensor:
+    def scores(self, batch: FieldBatch) -> Tensor:
+        """``w0 + sum_i w_i x_i + interaction(batch)``, ``(B,)``: what ``forward`` computes, compiled or not."""
         return self.linear_term(batch) + self.interaction(batch)
+
+    def forward(self, batch: FieldBatch) -> Tensor:
+        if self.hparams.get("compile") is None:
+            return self.scores(batch)
+        if self._compiled_scores is None:
+            self._compiled_scores = torch.compile(self.scores, mode=self.hparams.compile)
+        return self._compiled_scores(batch)
+
+    def __getstate__(self) -> dict:
+        # a compiled function does not pickle (a spawned DDP rank, a deep copy): it is made again on first use
+        return {**super().__getstate__(), "_compiled_scores": None}
 
     def num_parameters(self) -> int:
         """Trainable parameters, the padding rows of the embedding tables excluded (the paper's count)."""
