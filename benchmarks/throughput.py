@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py --write-results      # FM NFM AFM IFM INN x batch 128, 1024, 4096
     python benchmarks/throughput.py --models FM IFM --batch-sizes 1024 --no-peers
+    python benchmarks/throughput.py --models FM NFM --compile default   # recipes/compile.yaml
 
 Settings are the peers' (../shared/peers): Frappe as a binary task, K = 64, Adam lr 1e-3, attention size 64,
 NFM hidden (64), dropout 0. Every column is samples/s of training batches only (data loading, forward,
@@ -52,9 +53,11 @@ TORCHFM_MODELS = ("FM", "AFM", "NFM", "DeepFM", "FFM")
 RESULTS_BEGIN, RESULTS_END = "<!-- throughput:begin -->", "<!-- throughput:end -->"
 
 
-def peers_model_args(model: str) -> dict:
-    """The peers' settings for ``model`` (a lit_ifm class name): K = 64, Adam lr 1e-3 and its own options."""
-    return {"embedding_dim": 64, "optimizer": "adam", "lr": 1e-3, **BINARY_OPTIONS.get(model.lower(), {})}
+def peers_model_args(model: str, compile: str | None = None) -> dict:
+    """The peers' settings for ``model`` (a lit_ifm class name): K = 64, Adam lr 1e-3 and its own options; with
+    ``compile``, torch.compile in that mode (recipes/compile.yaml)."""
+    return {"embedding_dim": 64, "optimizer": "adam", "lr": 1e-3, **BINARY_OPTIONS.get(model.lower(), {}),
+            **({"compile": compile} if compile else {})}
 
 
 class RecordedThroughput(TrainingThroughput):
@@ -151,7 +154,8 @@ def isolated_rates(column: str, model: str, batch_size: int, args: argparse.Name
     another one has warmed up."""
     run = subprocess.run([sys.executable, __file__, "--column", column, "--models", model, "--batch-sizes",
                           str(batch_size), "--epochs", str(args.epochs), "--warmup", str(args.warmup), "--source",
-                          args.source], capture_output=True, text=True)
+                          args.source, *(["--compile", args.compile] if args.compile else [])],
+                         capture_output=True, text=True)
     if run.returncode != 0:
         raise RuntimeError(f"the {column} column failed:\n{run.stderr[-4000:]}")
     return json.loads(run.stdout.splitlines()[-1])
@@ -161,7 +165,7 @@ def column_rates(column: str, model: str, batch_size: int, data_args: list[str],
                  ) -> list[float]:
     """One run of one column: ``cli``, ``trainer``, ``loop`` or ``torchfm``."""
     if column == "cli":
-        return cli_rates(model, peers_model_args(model), data_args, batch_size, args.epochs, warmup=args.warmup)
+        return cli_rates(model, peers_model_args(model, args.compile), data_args, batch_size, args.epochs, warmup=args.warmup)
     if column == "torchfm":
         return list(torchfm_rates(args.peers_python, [model]).values())
     return isolated_rates(column, model, batch_size, args)
@@ -214,6 +218,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="times each column runs, in turn with the others")
     parser.add_argument("--peers-python", default=str(Path.home() / "peers-venv" / "bin" / "python"))
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--compile", choices=["default", "reduce-overhead", "max-autotune"],
+                        help="torch.compile lit_ifm's model in every column (its first epochs are the warm-up)")
     parser.add_argument("--write-results", action="store_true")
     parser.add_argument("--column", choices=["trainer", "loop"], help=argparse.SUPPRESS)  # one column, as JSON
     args = parser.parse_args()
@@ -225,7 +231,7 @@ def main() -> None:
     rows = len(data.prepared.splits["train"])
     if args.column:
         model, batch_size = args.models[0], args.batch_sizes[0]
-        model_class, model_args = getattr(lit_ifm, model), peers_model_args(model)
+        model_class, model_args = getattr(lit_ifm, model), peers_model_args(model, args.compile)
         data.hparams.batch_size = batch_size
         rates = trainer_rates(model_class, data, model_args, args.epochs, warmup=args.warmup) if \
             args.column == "trainer" else loop_rates(model_class, data, model_args, args.epochs, batch_size,

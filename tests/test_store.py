@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet
 import pytest
 import torch
@@ -369,3 +370,16 @@ def test_reading_a_parquet_file_keeps_memory_to_a_row_group(tmp_path):
 
 def pc_take_shuffled(words: pa.Array, rng: np.random.Generator) -> pa.Array:
     return words.take(pa.array(rng.permutation(len(words))))
+
+
+@pytest.mark.parametrize("collides", [False, True], ids=["hashes", "index_in"])
+def test_word_index_finds_what_arrow_index_in_finds(collides):
+    rng = np.random.default_rng(0)
+    words = pa.array(sorted({f"w{value}" for value in rng.integers(0, 5000, 2000)}))
+    tokens = pa.array([None if value < 0 else f"w{value}" for value in rng.integers(-50, 8000, 3000)] + ["", "w"])
+    index = encoding.WordIndex(words)
+    index.collides = collides  # as when two words share a hash
+    position, found = index.positions(tokens)
+    expected = np.asarray(pc.index_in(tokens, value_set=words).to_numpy(zero_copy_only=False), dtype=float)
+    assert found.tolist() == (~np.isnan(expected)).tolist() and 0 < found.sum() < len(tokens)
+    assert position[found].tolist() == expected[found].astype(int).tolist()
