@@ -372,13 +372,14 @@ def pc_take_shuffled(words: pa.Array, rng: np.random.Generator) -> pa.Array:
     return words.take(pa.array(rng.permutation(len(words))))
 
 
-@pytest.mark.parametrize("collides", [False, True], ids=["hashes", "index_in"])
-def test_word_index_finds_what_arrow_index_in_finds(collides):
+@pytest.mark.parametrize("hashed_from", [0, 10**9], ids=["hashes", "index_in"])
+def test_word_index_finds_what_arrow_index_in_finds(hashed_from, monkeypatch):
+    monkeypatch.setattr(encoding.WordIndex, "HASHED_FROM", hashed_from)
     rng = np.random.default_rng(0)
     words = pa.array(sorted({f"w{value}" for value in rng.integers(0, 5000, 2000)}))
     tokens = pa.array([None if value < 0 else f"w{value}" for value in rng.integers(-50, 8000, 3000)] + ["", "w"])
     index = encoding.WordIndex(words)
-    index.collides = collides  # as when two words share a hash
+    assert (index.hashes is None) == bool(hashed_from)
     position, found = index.positions(tokens)
     expected = np.asarray(pc.index_in(tokens, value_set=words).to_numpy(zero_copy_only=False), dtype=float)
     assert found.tolist() == (~np.isnan(expected)).tolist() and 0 < found.sum() < len(tokens)
