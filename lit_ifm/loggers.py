@@ -94,11 +94,12 @@ class WandbLogger(_LightningWandbLogger):
     ):
         resolved, reason = resolve_wandb_mode(mode)
         rank_zero_info(f"W&B logging {resolved} ({reason})")
-        # Absolute: a W&B service inherited from a parent process (WANDB_SERVICE) would resolve it in its own cwd.
-        save_dir = os.path.abspath(save_dir)
         os.makedirs(save_dir, exist_ok=True)
         super().__init__(name=name, save_dir=save_dir, project=project, log_model=log_model and resolved == "online",
                          mode=resolved, entity=entity, group=group, tags=tags, version=version)
+        # W&B's own copy absolute: a service inherited from a parent process (WANDB_SERVICE) resolves paths in its
+        # own working directory. Lightning's stays as given, for the paths the run prints.
+        self._wandb_init["dir"] = os.path.abspath(save_dir)
         # Lightning passes anonymous=None, which W&B >= 0.22 answers with a warning that the setting does nothing.
         self._wandb_init.pop("anonymous", None)
         self.mode = resolved
