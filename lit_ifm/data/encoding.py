@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +25,12 @@ import pyarrow.compute as pc
 from lit_ifm.data.schema import Field, FieldKind
 from lit_ifm.data.sources import DataError, SplitOrigin, line_of, not_utf8
 
+T, R = TypeVar("T"), TypeVar("R")
+
 CHUNK_ROWS = 1 << 18  # rows encoded at once: large enough for vectorised work, small enough to stay flat in memory
+# fields counted and encoded side by side; more threads than cores only contend (5 M rows on 2 cores: 23.9 s with
+# one thread, 17.7 s with two, 23.9 s with four)
+BUILD_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 MISSING = ""  # the token of a missing value when missing values are their own feature
 _ENCODING_VERSION = 3  # bump when parsing or encoding changes, so cached results are not reused
 
@@ -502,8 +511,8 @@ class TableVocabulary:
         self.longest = {spec.name: 0 for spec in columns if spec.kind == "multi"}
 
     def count(self, table: pa.Table, origin: SplitOrigin, first_row: int) -> None:
-        """Counts a chunk of training rows."""
-        for spec in self.columns:
+        """Counts a chunk of training rows, the fields side by side (Arrow and numpy work outside the GIL)."""
+        def count_field(spec: ColumnSpec) -> None:
             if spec.kind == "multi":
                 lists = pc.split_pattern(_as_strings(table.column(spec.name)), spec.separator)
                 lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
@@ -512,6 +521,8 @@ class TableVocabulary:
                 self.counts[spec.name].add(pc.filter(tokens, pc.not_equal(tokens, "")))
             elif spec.name in self.counts:
                 self.counts[spec.name].add(_tokens(table.column(spec.name), spec, origin, first_row))
+
+        _field_by_field(count_field, self.columns)
 
     def finish(self) -> None:
         """Builds every field's vocabulary, slots and ids from the counts, which it frees."""
@@ -582,8 +593,11 @@ class TableVocabulary:
         # slot-major (S, n) while filling, so that each field writes contiguous memory; rows-major views at the end
         ids = np.empty((self.num_slots, rows), dtype=np.int64)
         values = np.zeros((self.num_slots, rows), dtype=np.float32)
-        slot = 0
-        for spec, words, offset, slots in zip(self.columns, self.indexes, self.offsets, self.slots):
+        firsts = np.cumsum([0, *self.slots])
+
+        def encode_field(index: int) -> tuple[int, int]:
+            spec, words, offset, slots, slot = (self.columns[index], self.indexes[index], self.offsets[index],
+                                                self.slots[index], firsts[index])
             column = table.column(spec.name)
             block = slice(slot, slot + slots)
             unseen = truncated = 0
@@ -607,10 +621,13 @@ class TableVocabulary:
                 ids[slot] = np.where(found, position + offset, offset + size)
                 values[slot] = present
                 unseen = present & ~found
+            return int(np.sum(unseen)), int(np.sum(truncated))
+
+        counted = _field_by_field(encode_field, range(len(self.columns)))
+        for spec, (unseen, truncated) in zip(self.columns, counted):
             if split != "train":
-                self.report.unseen_values[(split, spec.name)] += int(np.sum(unseen))
-            self.report.truncated_rows[(split, spec.name)] += int(np.sum(truncated))
-            slot += slots
+                self.report.unseen_values[(split, spec.name)] += unseen
+            self.report.truncated_rows[(split, spec.name)] += truncated
         ids[values == 0] = self.num_features  # an empty slot (value 0) holds the padding id
         if labelled:
             labels = _numbers(table.column(self.label), origin, self.label, first_row, "label")
@@ -621,6 +638,12 @@ class TableVocabulary:
         else:
             labels = np.ones(rows)
         return ids.T, values.T, labels
+
+
+def _field_by_field(work: Callable[[T], R], fields: Iterable[T]) -> list[R]:
+    """``work`` of every field, on :data:`BUILD_THREADS` threads, results (and the first error) in field order."""
+    with ThreadPoolExecutor(BUILD_THREADS) as pool:
+        return list(pool.map(work, fields))
 
 
 def _counted(spec: ColumnSpec) -> bool:
