@@ -51,7 +51,7 @@ class FieldAwareModel(L.LightningModule):
             model (the paper's FM pre-training).
         compile: ``torch.compile`` the forward pass in this mode (``reduce-overhead`` adds CUDA graphs on a
             GPU). The first steps, and the first of each evaluation, wait for the compiler (10-30 s); after
-            that FM trains 2-3x faster on a CPU. ``None``: eager.
+            that FM trains 1.3x faster on a CPU through the CLI (benchmarks/RESULTS.md). ``None``: eager.
     """
 
     def __init__(
