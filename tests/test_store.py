@@ -384,3 +384,14 @@ def test_word_index_finds_what_arrow_index_in_finds(hashed_from, monkeypatch):
     expected = np.asarray(pc.index_in(tokens, value_set=words).to_numpy(zero_copy_only=False), dtype=float)
     assert found.tolist() == (~np.isnan(expected)).tolist() and 0 < found.sum() < len(tokens)
     assert position[found].tolist() == expected[found].astype(int).tolist()
+
+
+def test_a_large_map_gives_shuffled_rows_that_span_a_run_as_they_are(tmp_path, monkeypatch):
+    from lit_ifm.data import store
+
+    path = tmp_path / "rows.bin"
+    np.arange(200, dtype=np.int32).reshape(100, 2).tofile(path)
+    mapped = store.MappedArray(path, np.int32, (100, 2))
+    monkeypatch.setattr(store, "RESIDENT_BUDGET", 64)  # the map is "large": its rows are read or unmapped again
+    for rows in ([10, 11, 12, 13], [10, 12, 11, 13], [13, 11, 12, 10], [7], [5, 5]):
+        assert mapped.take(np.array(rows)).tolist() == mapped.array[rows].tolist(), rows

@@ -65,10 +65,11 @@ class MappedArray:
         self._row_bytes = self.array[:1].nbytes
 
     def take(self, rows: np.ndarray) -> np.ndarray:
-        """The rows ``rows`` (a copy): indexed in the map when it is small, else read from the file."""
+        """The rows ``rows`` (a copy), indexed in the map; from a large map (over :data:`RESIDENT_BUDGET`) the touched
+        pages are unmapped again, and a run of rows is one read from the file."""
         if self._map is None or len(self._map) <= RESIDENT_BUDGET:
             return self.array[rows]
-        if len(rows) and rows[-1] - rows[0] + 1 == len(rows):  # a run of rows (evaluation batches): one read
+        if len(rows) and rows[-1] - rows[0] + 1 == len(rows) and np.all(np.diff(rows) == 1):  # evaluation batches
             size = self._row_bytes
             data = os.pread(self._descriptor, size * len(rows), int(rows[0]) * size)
             return np.frombuffer(bytearray(data), dtype=self.dtype).reshape(len(rows), *self.shape[1:])  # writable
