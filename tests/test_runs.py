@@ -89,6 +89,15 @@ def test_bf16_mixed_precision_trains_without_nan(tmp_path, model_class):
     assert math.isfinite(run.callback_metrics["val/rmse"].item())
 
 
+def test_gradient_clipping_under_mixed_precision_keeps_an_optimizer_lightning_can_clip(tmp_path):
+    data = small_data()
+    model = fresh_fm(data)
+    run = trainer(tmp_path, precision="bf16-mixed", gradient_clip_val=1.0, max_epochs=1, limit_train_batches=2,
+                  limit_val_batches=0)
+    run.fit(model, datamodule=data)  # a fused Adam: "does not allow for gradient clipping"
+    assert run.optimizers[0].defaults["foreach"] is True and not run.optimizers[0].defaults["fused"]
+
+
 def test_throughput_is_logged_per_epoch(tmp_path):
     data = small_data()
     run = trainer(tmp_path, max_epochs=1, callbacks=[TrainingThroughput()])

@@ -20,7 +20,7 @@ from lit_ifm.memory import check_parameter_memory
 
 Task = Literal["regression", "binary"]
 OptimizerName = Literal["adam", "adamw", "adagrad", "sgd"]
-CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]  # torch.compile's
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
 _SPARSE_OPTIMIZERS = ("adagrad", "sgd")
 _FUSED_OPTIMIZERS = ("adam", "adamw")
@@ -51,7 +51,8 @@ class FieldAwareModel(L.LightningModule):
             model (the paper's FM pre-training).
         compile: ``torch.compile`` the forward pass in this mode (``reduce-overhead`` adds CUDA graphs on a
             GPU). The first steps, and the first of each evaluation, wait for the compiler (10-30 s); after
-            that FM trains 1.3x faster on a CPU through the CLI (benchmarks/RESULTS.md). ``None``: eager.
+            that FM trains 1.3x faster on a CPU through the CLI (benchmarks/RESULTS.md). ``None``: eager. A
+            checkpoint keeps the setting: ``load_from_checkpoint(path, compile=None)`` loads it eager.
     """
 
     def __init__(
@@ -133,7 +134,8 @@ class FieldAwareModel(L.LightningModule):
             return self.scores(batch)
         if self._compiled_scores is None:
             self._compiled_scores = torch.compile(self.scores, mode=self.hparams.compile)
-        return self._compiled_scores(batch)
+        # a copy: with CUDA graphs (reduce-overhead) the output is a buffer the next call overwrites
+        return self._compiled_scores(batch).clone()
 
     def __getstate__(self) -> dict:
         # a compiled function does not pickle (a spawned DDP rank, a deep copy): it is made again on first use
@@ -264,7 +266,11 @@ class FieldAwareModel(L.LightningModule):
             return optimizer(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         # Adam's fused kernel makes one pass over each parameter (on a CPU, 2.3x faster than foreach, which is a loop
         # of one op per parameter there); foreach: one kernel per op for all parameters (torch's default on CUDA only).
-        if self.hparams.optimizer in _FUSED_OPTIMIZERS and all(p.device.type in ("cpu", "cuda") for p in parameters):
+        # Lightning refuses to clip the gradients of a fused optimizer under mixed precision (it unscales them
+        # itself), so gradient clipping keeps foreach.
+        clipping = self._trainer is not None and bool(self._trainer.gradient_clip_val)
+        if (self.hparams.optimizer in _FUSED_OPTIMIZERS and not clipping
+                and all(p.device.type in ("cpu", "cuda") for p in parameters)):
             return optimizer(parameters, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, fused=True)
         return optimizer(parameters, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, foreach=True)
 

@@ -29,7 +29,8 @@ class INN(InteractionAwareModel):
             uses one hidden layer of 5 units.
         hidden_dropout: dropout after each hidden layer.
         ifm_shortcut: add ``G_IFM`` to the MLP's output, whose last layer then starts at zero, so that INN
-            starts exactly as IFM; ``False`` is the paper's ``G_INN = h_L`` with the usual initialisation.
+            starts out computing IFM's function; ``False`` is the paper's ``G_INN = h_L`` with the usual
+            initialisation.
         pooled_batch_norm: batch-normalise the shortcut's pooled vector, as :class:`~lit_ifm.models.ifm.IFM`
             does (by default from scratch only, :func:`~lit_ifm.models.ifm.pooled_batch_norm_default`).
         **kwargs: :class:`~lit_ifm.models.ifm.InteractionAwareModel`'s arguments (attention_dim,
