@@ -442,8 +442,9 @@ class WordIndex:
         if len(words) >= self.HASHED_FROM:
             hashes = fnv1a64(words)
             order = np.argsort(hashes, kind="stable")
-            if not np.any(hashes[order][1:] == hashes[order][:-1]):
-                self.order, self.hashes = order, hashes[order]
+            ordered = hashes[order]
+            if not np.any(ordered[1:] == ordered[:-1]):
+                self.order, self.hashes = order, ordered
 
     def __len__(self) -> int:
         return len(self.words)

@@ -72,7 +72,7 @@ class MappedArray:
         # Not an index into the map, even unmapped again at once: a batch of 4096 scattered rows maps about 95 KB of
         # page cache per row first (390 MiB of a 3 GiB map), and the peak resident set grows with the map.
         descriptor, size = self._descriptor, self._row_bytes
-        if len(rows) and rows[-1] - rows[0] + 1 == len(rows) and np.all(np.diff(rows) == 1):  # evaluation batches
+        if len(rows) and np.all(np.diff(rows) == 1):  # a run of rows (evaluation batches): one read
             data = os.pread(descriptor, size * len(rows), int(rows[0]) * size)
         else:
             data = b"".join([os.pread(descriptor, size, row * size) for row in rows.tolist()])
