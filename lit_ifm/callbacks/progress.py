@@ -38,6 +38,7 @@ class LineProgress(SkipsIdleBatchHooks, ProgressBar):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = self._last_line = time.perf_counter()
+        self._first_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
@@ -50,8 +51,8 @@ class LineProgress(SkipsIdleBatchHooks, ProgressBar):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._enabled:
             seconds = time.perf_counter() - self._epoch_start
-            self.print(f"{self._epoch(trainer)}: {trainer.fit_loop.epoch_loop.batch_progress.current.completed} steps "
-                       f"in {seconds:.1f} s; {self._metrics(trainer, pl_module)}")
+            self.print(f"{self._epoch(trainer)}: {trainer.global_step - self._first_step} steps in {seconds:.1f} s; "
+                       f"{self._metrics(trainer, pl_module)}")
 
     def print(self, *args, **kwargs) -> None:
         """A line on standard output, flushed at once (a log file shows it as it happens)."""

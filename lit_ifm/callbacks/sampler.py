@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from lit_ifm.callbacks.hooks import SkipsIdleBatchHooks
+from lit_ifm.data.batch import StepGroup
 from lit_ifm.errors import ConfigError
 
 
@@ -104,6 +105,13 @@ class InteractionSampler(SkipsIdleBatchHooks, L.Callback):
             self.selection_counts, self.steps = torch.zeros(pl_module.num_pairs, dtype=torch.long), 0
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        if isinstance(batch, StepGroup):  # several optimizer steps in this call: a draw before each
+            batch.before_each_step.append(lambda: self.draw(trainer, pl_module))
+        else:
+            self.draw(trainer, pl_module)
+
+    def draw(self, trainer: L.Trainer, pl_module) -> None:
+        """Has ``pl_module`` compute the pairs drawn for the coming training step (all pairs during warm-up)."""
         if trainer.global_step < self.warmup_steps:
             self._use_all_pairs(pl_module)
             return

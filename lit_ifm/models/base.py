@@ -12,7 +12,7 @@ import torchmetrics
 from torch import Tensor, nn
 
 from lit_ifm.checkpoints import MODEL_KEY, SCHEMA_KEY, check_fits, check_schema, read_checkpoint
-from lit_ifm.data.batch import FieldBatch
+from lit_ifm.data.batch import FieldBatch, StepGroup
 from lit_ifm.data.schema import FieldSchema
 from lit_ifm.errors import CheckpointError, ConfigError
 from lit_ifm.layers import embedding_rows
@@ -173,21 +173,79 @@ class FieldAwareModel(L.LightningModule):
             return scores.clamp(*self.schema.label_range)
         return scores
 
-    def training_step(self, batch: FieldBatch, batch_idx: int) -> Tensor:
+    def training_step(self, batch: FieldBatch | StepGroup, batch_idx: int) -> Tensor | None:
+        if not self.automatic_optimization:
+            return self._optimizer_steps(batch, batch_idx)
         loss = self.loss(self(batch), batch.labels)
+        self._add_to_epoch_loss(loss, len(batch))
         self._log_training_loss(loss, len(batch), batch_idx)
-        if self.hparams.l2_regularization:
-            loss = loss + self.regularization()
-        return loss
+        return self._regularized(loss)
+
+    def _regularized(self, loss: Tensor) -> Tensor:
+        return loss + self.regularization() if self.hparams.l2_regularization else loss
+
+    # --- several optimizer steps per call (FieldAwareDataModule's steps_per_call) -------------------------
+
+    @property
+    def automatic_optimization(self) -> bool:
+        """Whether Lightning steps the optimizer, once per ``training_step`` call: unless the data module hands over
+        several steps' batches per call (``steps_per_call``), which :meth:`training_step` then steps itself."""
+        return self._automatic_optimization and self._steps_per_call() == 1
+
+    @automatic_optimization.setter
+    def automatic_optimization(self, automatic: bool) -> None:
+        self._automatic_optimization = automatic
+
+    def _steps_per_call(self) -> int:
+        trainer = self._trainer
+        steps = getattr(getattr(trainer.datamodule, "hparams", None), "steps_per_call", 1) if trainer else 1
+        if steps > 1 and ((trainer.gradient_clip_val or 0) > 0 or trainer.accumulate_grad_batches != 1):
+            raise ConfigError(f"steps_per_call {steps} steps the optimizer within each training_step call, where "
+                              "Lightning neither clips gradients (gradient_clip_val) nor accumulates them "
+                              "(accumulate_grad_batches); set --data.steps_per_call 1 to use them")
+        return steps
+
+    def on_train_start(self) -> None:
+        if not self.automatic_optimization and self.lr_schedulers() is not None:
+            raise ConfigError(f"{type(self).__name__} configures a learning-rate scheduler, which Lightning does not "
+                              "step when the model steps its optimizer itself (steps_per_call > 1); set "
+                              "--data.steps_per_call 1")
+
+    def _optimizer_steps(self, group: FieldBatch | StepGroup, batch_idx: int) -> Tensor | None:
+        """One optimizer step per batch of ``group``, as Lightning's would be: forward, zero the gradients,
+        backward (with the precision's scaling), step. Stops at ``max_steps``. Returns the call's mean loss."""
+        steps, before_each_step = (group.steps(), group.before_each_step) if isinstance(group, StepGroup) else \
+            ([group], [])
+        optimizer, trainer = self.optimizers(), self._trainer
+        total, rows = None, 0
+        for batch in steps:
+            if 0 <= trainer.max_steps <= trainer.global_step:
+                break
+            for prepare in before_each_step:
+                prepare()
+            loss = self.loss(self(batch), batch.labels)
+            optimizer.zero_grad()
+            self.manual_backward(self._regularized(loss))
+            optimizer.step()
+            self._add_to_epoch_loss(loss, len(batch))
+            weighted = loss.detach().float() * len(batch)
+            total, rows = (weighted if total is None else total + weighted), rows + len(batch)
+        if not rows:  # max_steps was reached already
+            return None
+        mean = total / rows
+        self._log_training_loss(mean, rows, batch_idx)
+        return mean
+
+    def _add_to_epoch_loss(self, loss: Tensor, rows: int) -> None:
+        weighted = loss.detach().float() * rows
+        self._epoch_loss_sum = weighted if self._epoch_loss_sum is None else self._epoch_loss_sum + weighted
+        self._epoch_rows += rows
 
     def _log_training_loss(self, loss: Tensor, rows: int, batch_idx: int) -> None:
         # Each self.log call costs Lightning about 0.8 ms on a CPU (it moves its whole record to the loss's device
         # every time): more than FM's entire step at batch 128. So the step's loss is logged only on the steps the
-        # logger writes (and an epoch's last, for the progress line), and the epoch's mean is summed here, on the
-        # device, and logged once per epoch (on_train_epoch_end).
-        weighted = loss.detach().float() * rows
-        self._epoch_loss_sum = weighted if self._epoch_loss_sum is None else self._epoch_loss_sum + weighted
-        self._epoch_rows += rows
+        # logger writes (and an epoch's last, for the progress line), and the epoch's mean is summed on the
+        # device (_add_to_epoch_loss) and logged once per epoch (on_train_epoch_end).
         trainer = self._trainer
         if trainer is not None and (trainer._logger_connector.should_update_logs  # as Lightning's own callbacks ask
                                     or batch_idx + 1 >= trainer.num_training_batches):
