@@ -227,8 +227,7 @@ class FieldAwareModel(L.LightningModule):
             optimizer.zero_grad()
             self.manual_backward(self._regularized(loss))
             optimizer.step()
-            self._add_to_epoch_loss(loss, len(batch))
-            weighted = loss.detach().float() * len(batch)
+            weighted = self._add_to_epoch_loss(loss, len(batch))
             total, rows = (weighted if total is None else total + weighted), rows + len(batch)
         if not rows:  # max_steps was reached already
             return None
@@ -236,10 +235,12 @@ class FieldAwareModel(L.LightningModule):
         self._log_training_loss(mean, rows, batch_idx)
         return mean
 
-    def _add_to_epoch_loss(self, loss: Tensor, rows: int) -> None:
+    def _add_to_epoch_loss(self, loss: Tensor, rows: int) -> Tensor:
+        """Adds a step's loss times its rows to the epoch's sum, and returns that product."""
         weighted = loss.detach().float() * rows
         self._epoch_loss_sum = weighted if self._epoch_loss_sum is None else self._epoch_loss_sum + weighted
         self._epoch_rows += rows
+        return weighted
 
     def _log_training_loss(self, loss: Tensor, rows: int, batch_idx: int) -> None:
         # Each self.log call costs Lightning about 0.8 ms on a CPU (it moves its whole record to the loss's device
