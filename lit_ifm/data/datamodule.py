@@ -151,7 +151,7 @@ class FieldAwareDataModule(L.LightningDataModule):
         device_resident: keep every split on the accelerator the trainer uses and gather batches there (no
             per-batch host work or copy; no workers, no pinning). ``auto`` (the default), unless workers or
             pinning are asked for: on an accelerator whose free memory holds the splits twice over; on the CPU
-            when they take at most ``store.RESIDENT_BUDGET`` (128 MiB) as tensors, beyond which batches are read
+            when they take at most ``store.RESIDENT_BUDGET`` (256 MiB) as tensors, beyond which batches are read
             from the memory-mapped store, flat in memory.
         cache_dir: where encoded splits are stored, memory-mapped and reused (``<cache_dir>/encoded``), and where
             ``datasets`` caches parsed CSV, JSON and libFM files (default: ``$LIT_IFM_CACHE``, else
