@@ -259,6 +259,10 @@ def test_bad_table_columns_and_labels(tmp_path):
     write_table(bad, tmp_path / "valid.csv")
     with pytest.raises(DataError, match=r"valid.csv line 2, column 'price': value 'cheap' is not a number"):
         FieldAwareDataModule(str(tmp_path), numeric=["price"], label="clicked").schema
+    bad.loc[0, "price"] = "1_000"  # a number to Python's float, not to Arrow's (which once re-raised its own error)
+    write_table(bad, tmp_path / "valid.csv")
+    with pytest.raises(DataError, match=r"valid.csv line 2, column 'price': value '1_000' is not a number"):
+        FieldAwareDataModule(str(tmp_path), numeric=["price"], label="clicked").schema
     write_table(frames["valid"].iloc[:0], tmp_path / "valid.csv")
     with pytest.raises(DataError, match=r"valid.csv: the file has no rows"):
         FieldAwareDataModule(str(tmp_path), categorical=["user"], label="clicked").schema
