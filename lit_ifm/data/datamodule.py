@@ -426,7 +426,8 @@ class FieldAwareDataModule(L.LightningDataModule):
             encoding.check_columns(rows.column_names(split), columns, label, rows.origins[split].path)
         read = [spec.name for spec in columns] + ([label] if label else [])
         vocabulary = encoding.TableVocabulary(columns, label, hp.max_values, report)
-        for split, first_row, chunk in rows.chunks(encoding.CHUNK_ROWS, ("train",), read):
+        counted = vocabulary.counted_columns  # the first pass reads these alone
+        for split, first_row, chunk in rows.chunks(encoding.CHUNK_ROWS, ("train",), counted) if counted else ():
             vocabulary.count(chunk, rows.origins[split], first_row)
         vocabulary.finish()
 

@@ -530,6 +530,11 @@ class TableVocabulary:
         self.counts = {spec.name: _ValueCounts() for spec in columns if _counted(spec)}
         self.longest = {spec.name: 0 for spec in columns if spec.kind == "multi"}
 
+    @property
+    def counted_columns(self) -> list[str]:
+        """The columns :meth:`count` reads: a numeric field, or a hashed one that keeps every value, counts nothing."""
+        return list(self.counts)
+
     def count(self, table: pa.Table, origin: SplitOrigin, first_row: int) -> None:
         """Counts a chunk of training rows, the fields side by side (Arrow and numpy work outside the GIL)."""
         def count_field(spec: ColumnSpec) -> None:
