@@ -128,15 +128,16 @@ def test_table_folder_with_every_field_kind(tmp_path, suffix):
     assert any("test rows with more values than slots, truncated: 1" in line for line in module.report)
 
 
-def test_csv_numbers_padded_with_spaces_read_as_pandas_reads_them(tmp_path):
-    text = "user, price, clicked\n" + "".join(f"u{row % 3}, {row % 4}.5 , {row % 2}\n" for row in range(12))
+def test_csv_numbers_padded_with_spaces_and_true_false_read_as_pandas_reads_them(tmp_path):
+    text = "user, price,clicked\n" + "".join(f"u{row % 3}, {row % 4}.5 ,{row % 2 == 1}\n" for row in range(12))
     for split in ("train", "valid", "test"):
         (tmp_path / f"{split}.csv").write_text(text)
     module = FieldAwareDataModule(str(tmp_path), task="binary", categorical=["user"], numeric=[" price"],
-                                  label=" clicked")
+                                  label="clicked")
     expected = pd.read_csv(tmp_path / "test.csv")
     assert module.prepared.splits["test"].feature_values[:, 1].tolist() == expected[" price"].tolist()
-    assert module.prepared.splits["test"].labels.tolist() == expected[" clicked"].tolist()
+    assert expected.clicked.dtype == bool
+    assert module.prepared.splits["test"].labels.tolist() == expected.clicked.astype(float).tolist()
 
 
 def test_hub_layout_local_folder_maps_labels_to_the_task(tmp_path, frappe_dir):

@@ -368,12 +368,13 @@ def _as_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 def _numbers(column: pa.ChunkedArray | pa.Array, origin: SplitOrigin, name: str, first_row: int,
              what: str) -> np.ndarray:
-    """A column as float64, missing values as NaN (text padded with spaces read as pandas reads it); a value that is
-    not a number, or is infinite, is an error that names its line."""
+    """A column as float64, missing values as NaN (text padded with spaces, or True and False, read as pandas reads
+    them); a value that is not a number, or is infinite, is an error that names its line."""
     numbers, text = _as_float(column), column
     if numbers is None and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         text = pc.utf8_trim_whitespace(column)
         numbers = _as_float(text)
+        numbers = _as_float(text, through=pa.bool_()) if numbers is None else numbers
     if numbers is None:
         row = _first_unparsed(text)
         raise DataError(f"{origin.where(first_row + row)}, column {name!r}: {what} {column[row].as_py()!r} is not a "
@@ -386,8 +387,9 @@ def _numbers(column: pa.ChunkedArray | pa.Array, origin: SplitOrigin, name: str,
     return numbers
 
 
-def _as_float(column: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
+def _as_float(column: pa.ChunkedArray | pa.Array, through: pa.DataType | None = None) -> np.ndarray | None:
     try:
+        column = column if through is None else pc.cast(column, through)
         return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
