@@ -469,8 +469,8 @@ def test_12_a_csv_parse_error_names_the_file_and_line(tmp_path):
     ("a short row", r"^test.csv line 4: 2 fields, expected 3 \(as in the header\)$"),
     ("a quoted line break", r"^test.csv line 5: 4 fields, expected 3 \(as in the header\)$"),  # pandas' count
     ("not UTF-8, first column", r"^test.csv line 3: not UTF-8 text \(byte 0xff at column 2\); save the file as UTF-8$"),
-    ("not UTF-8, last column", r"^test.csv line 6: not UTF-8 text \(byte 0xff at column {end}\); save the file as "
-                               "UTF-8$"),
+    ("not UTF-8, last column", (r"^test.csv line 6: not UTF-8 text \(byte 0xff at column {end}\); save the file "
+                                r"as UTF-8$")),
     ("the header alone", r"test.csv: the file has no rows$"),
     ("the header alone, no line end", r"test.csv: the file has no rows$"),
     ("nothing", r"test.csv: the file is empty$"),
