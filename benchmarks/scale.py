@@ -11,7 +11,7 @@ categorical=C1..C26, numeric=I1..I13, min_count=2)``:
 - cold build: ``.schema`` and ``.setup("fit")`` with an empty cache (read, count, encode, write the store),
   after the imports (torch, Lightning, datasets: a few seconds on their own);
 - warm build: the same again, the store already built;
-- with ``--csv``, a cold build from a CSV copy of the same rows (CSV is parsed by ``datasets``; Criteo_x1 and
+- with ``--csv``, a cold build from a CSV copy of the same rows (streamed by Arrow's CSV reader; Criteo_x1 and
   Avazu_x1 come as CSV);
 - training: FM (K = 16) for ``--steps`` steps at batch 4096 through ``Trainer.fit``, and in the same process the
   train DataLoader alone for as many batches: gathering against training speed.

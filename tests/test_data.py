@@ -128,6 +128,18 @@ def test_table_folder_with_every_field_kind(tmp_path, suffix):
     assert any("test rows with more values than slots, truncated: 1" in line for line in module.report)
 
 
+def test_csv_numbers_padded_with_spaces_and_true_false_read_as_pandas_reads_them(tmp_path):
+    text = "user, price,clicked\n" + "".join(f"u{row % 3}, {row % 4}.5 ,{row % 2 == 1}\n" for row in range(12))
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"{split}.csv").write_text(text)
+    module = FieldAwareDataModule(str(tmp_path), task="binary", categorical=["user"], numeric=[" price"],
+                                  label="clicked")
+    expected = pd.read_csv(tmp_path / "test.csv")
+    assert module.prepared.splits["test"].feature_values[:, 1].tolist() == expected[" price"].tolist()
+    assert expected.clicked.dtype == bool
+    assert module.prepared.splits["test"].labels.tolist() == expected.clicked.astype(float).tolist()
+
+
 def test_hub_layout_local_folder_maps_labels_to_the_task(tmp_path, frappe_dir):
     """A folder laid out like reczoo/Frappe_x1 (train/valid/test CSV, one column per field, label 1/0)."""
     files = {"train": "frappe.train.libfm", "valid": "frappe.validation.libfm", "test": "frappe.test.libfm"}
@@ -258,6 +270,10 @@ def test_bad_table_columns_and_labels(tmp_path):
     bad.loc[0, "price"] = "cheap"
     write_table(bad, tmp_path / "valid.csv")
     with pytest.raises(DataError, match=r"valid.csv line 2, column 'price': value 'cheap' is not a number"):
+        FieldAwareDataModule(str(tmp_path), numeric=["price"], label="clicked").schema
+    bad.loc[0, "price"] = "1_000"  # a number to Python's float, not to Arrow's (which once re-raised its own error)
+    write_table(bad, tmp_path / "valid.csv")
+    with pytest.raises(DataError, match=r"valid.csv line 2, column 'price': value '1_000' is not a number"):
         FieldAwareDataModule(str(tmp_path), numeric=["price"], label="clicked").schema
     write_table(frames["valid"].iloc[:0], tmp_path / "valid.csv")
     with pytest.raises(DataError, match=r"valid.csv: the file has no rows"):

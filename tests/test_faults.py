@@ -465,6 +465,35 @@ def test_12_a_csv_parse_error_names_the_file_and_line(tmp_path):
         FieldAwareDataModule(str(folder), categorical=["user", "item"]).schema
 
 
+@pytest.mark.parametrize("damage, message", [
+    ("a short row", r"^test.csv line 4: 2 fields, expected 3 \(as in the header\)$"),
+    ("a quoted line break", r"^test.csv line 5: 4 fields, expected 3 \(as in the header\)$"),  # pandas' count
+    ("not UTF-8, first column", r"^test.csv line 3: not UTF-8 text \(byte 0xff at column 2\); save the file as UTF-8$"),
+    ("not UTF-8, last column", (r"^test.csv line 6: not UTF-8 text \(byte 0xff at column {end}\); save the file "
+                                r"as UTF-8$")),
+    ("the header alone", r"test.csv: the file has no rows$"),
+    ("the header alone, no line end", r"test.csv: the file has no rows$"),
+    ("nothing", r"test.csv: the file is empty$"),
+])
+def test_12_a_damaged_csv_is_named_in_one_line(damage, message, tmp_path):
+    folder = write_ratings(tmp_path / "data")
+    lines = (folder / "test.csv").read_text().splitlines()
+    if damage == "a short row":
+        lines[3] = lines[3].rsplit(",", 1)[0]
+    elif damage == "a quoted line break":
+        lines[2] = lines[2].replace("u", '"u\nu', 1).replace(",", '",', 1)
+        lines[4] += ",surplus"
+    elif damage.startswith("not UTF-8"):
+        line = 2 if damage.endswith("first column") else 5
+        message = message.replace("{end}", str(len(lines[line]) + 1))
+        lines[line] = lines[line].replace("u", "u\xff", 1) if line == 2 else lines[line] + "\xff"
+    text = "\n".join(lines[:1] if damage.startswith("the header alone") else lines) + "\n"
+    text = "" if damage == "nothing" else text.rstrip("\n") if damage.endswith("no line end") else text
+    (folder / "test.csv").write_bytes(text.encode("latin-1"))
+    with pytest.raises(DataError, match=message):
+        FieldAwareDataModule(str(folder), categorical=["user", "item"]).schema
+
+
 @pytest.mark.parametrize("layout", ["csv", "libfm"])
 def test_12_one_file_sources_name_lines_of_the_file(layout, tmp_path):
     rows = 60

@@ -11,10 +11,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv
 import pyarrow.parquet
 import pytest
 import torch
@@ -131,7 +133,7 @@ def test_a_store_is_reused_without_reading_the_source(mixed_sources, monkeypatch
     def no_reading(*args, **kwargs):
         raise AssertionError("a store hit must not read the source")
 
-    monkeypatch.setattr(sources, "read_table", no_reading)
+    monkeypatch.setattr(sources, "CsvRows", no_reading)
     start = time.perf_counter()
     again = FieldAwareDataModule(str(mixed_sources["csv_splits"]), **MIXED)
     assert again.schema == first.schema
@@ -352,24 +354,86 @@ def test_a_large_store_is_gathered_without_becoming_resident(monkeypatch):
     assert run.feature_ids.equal(torch.from_numpy(dataset.split.feature_ids[100:400].astype(np.int64)))
 
 
-def test_reading_a_parquet_file_keeps_memory_to_a_row_group(tmp_path):
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_reading_a_file_keeps_memory_to_a_chunk(suffix, tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     words = pa.array([f"{value:08x}" for value in rng.integers(0, 1 << 32, 100_000)])
     table = pa.table({f"C{i}": pc_take_shuffled(words, rng) for i in range(5)})
-    path = tmp_path / "wide.parquet"
-    pa.parquet.write_table(table, path, row_group_size=2_000, compression="none")  # 50 row groups, about 6 MB
-    rows = sources.ParquetRows(path)
+    path = tmp_path / f"wide{suffix}"  # about 6 MB
+    if suffix == ".parquet":
+        pa.parquet.write_table(table, path, row_group_size=2_000, compression="none")  # 50 row groups
+        rows = sources.ParquetRows(path)
+    else:
+        pa.csv.write_csv(table, path)
+        monkeypatch.setattr(sources.CsvRows, "BLOCK_BYTES", 1 << 16)
+        rows = sources.CsvRows(path)
     before = pa.total_allocated_bytes()
     chunks = rows.chunks(2_000)
     for _ in range(49):
         next(chunks)
     held = pa.total_allocated_bytes() - before
-    # pyarrow's pre_buffer held the whole file read so far (7.1 MB here); a row group's buffers are 0.12 MB
-    assert held < table.nbytes / 4, f"{held:,} bytes held after 49 of 50 row groups, {table.nbytes:,} in all"
+    # pyarrow's pre_buffer held the whole parquet file read so far (7.1 MB here); a row group's buffers are 0.12 MB
+    assert held < table.nbytes / 4, f"{held:,} bytes held after 49 of 50 chunks, {table.nbytes:,} in all"
 
 
 def pc_take_shuffled(words: pa.Array, rng: np.random.Generator) -> pa.Array:
     return words.take(pa.array(rng.permutation(len(words))))
+
+
+def quoted_table(rows: int = 600, seed: int = 3) -> pd.DataFrame:
+    """Integer ids with missing values (written as 12.0), cities with commas, quotes, a line break and pandas'
+    missing markers (NA, null, an empty cell), prices with missing and zero values, a 0/1 label."""
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, 40, rows).astype(float)
+    users[rng.random(rows) < 0.1] = np.nan
+    names = np.array(["Paris", "New York, NY", 'say "hi"', "two\nlines", "NA", "null", "", "007", "7", "3.50"])
+    city = names[rng.integers(0, len(names), rows)]
+    price = np.round(rng.exponential(3, rows), 2)
+    price[rng.random(rows) < 0.2] = np.nan
+    price[rng.random(rows) < 0.1] = 0
+    label = (rng.random(rows) < 0.4).astype(int)
+    return pd.DataFrame({"user": users, "city": city, "price": price, "clicked": label})
+
+
+def split_arrays(module: FieldAwareDataModule) -> dict[str, tuple[np.ndarray, ...]]:
+    return {name: (np.array(split.feature_ids), np.array(split.feature_values), np.array(split.labels))
+            for name, split in module.prepared.splits.items()}
+
+
+def test_csv_gives_the_store_of_the_datasets_reader_and_of_parquet(tmp_path):
+    """Arrow's streaming CSV reader gives the ids, values, labels and vocabularies that ``datasets``' CSV reader
+    (lit_ifm's before) gives, and the parquet copy of the same rows."""
+    table = quoted_table()
+    parts = {"train": table.iloc[:400], "valid": table.iloc[400:500], "test": table.iloc[500:]}
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "parquet").mkdir()
+    for name, part in parts.items():
+        part.to_csv(tmp_path / "csv" / f"{name}.csv", index=False)
+        # parquet holds the rows as pandas reads the CSV: NA, null and '' missing, a line break and quotes kept
+        read = pd.read_csv(tmp_path / "csv" / f"{name}.csv")
+        assert read.city.isna().sum() == part.city.isin(["NA", "null", ""]).sum() > 0
+        assert (read.city == 'say "hi"').sum() == (part.city == 'say "hi"').sum() > 0
+        read.to_parquet(tmp_path / "parquet" / f"{name}.parquet", index=False)
+
+    class DatasetsCsv(FieldAwareDataModule):
+        def load_rows(self):
+            return {split: datasets.load_dataset("csv", data_files=str(tmp_path / "csv" / f"{name}.csv"),
+                                                 split="train", cache_dir=str(tmp_path / "hf"))
+                    for split, name in zip(("train", "validation", "test"), parts)}
+
+    options = {"task": "binary", "categorical": ["user", "city"], "numeric": ["price"], "label": "clicked",
+               "min_count": 2}
+    cache = str(tmp_path / "cache")
+    arrow = FieldAwareDataModule(str(tmp_path / "csv"), cache_dir=cache, **options)
+    city = arrow.schema.fields[1]
+    assert [path.name for path in (tmp_path / "cache").iterdir()] == ["encoded"]  # no parsed copy of the file
+    assert city.vocabulary_size == 7 + 1  # 6 cities, 007 and 7 apart, and the out-of-vocabulary id
+    for other in (DatasetsCsv("datasets-csv", cache_dir=cache, **options),
+                  FieldAwareDataModule(str(tmp_path / "parquet"), cache_dir=cache, **options)):
+        assert other.schema == arrow.schema  # vocabularies by their fingerprints
+        for split, arrays in split_arrays(arrow).items():
+            for mine, theirs in zip(arrays, split_arrays(other)[split]):
+                np.testing.assert_array_equal(mine, theirs)
 
 
 @pytest.mark.parametrize("hashed_from", [0, 10**9], ids=["hashes", "index_in"])
@@ -395,3 +459,32 @@ def test_a_large_map_gives_shuffled_rows_that_span_a_run_as_they_are(tmp_path, m
     monkeypatch.setattr(store, "RESIDENT_BUDGET", 64)  # the map is "large": its rows are read or unmapped again
     for rows in ([10, 11, 12, 13], [10, 12, 11, 13], [13, 11, 12, 10], [7], [5, 5]):
         assert mapped.take(np.array(rows)).tolist() == mapped.array[rows].tolist(), rows
+
+
+def test_csv_column_types_do_not_depend_on_the_first_block(tmp_path, monkeypatch):
+    """Arrow's reader fixes a column's type from its first block: a code column of digits that turns to text later,
+    and a count column empty at first, must read as the parquet copy's strings and numbers do."""
+    monkeypatch.setattr(sources.CsvRows, "BLOCK_BYTES", 1 << 10)  # blocks of about 60 rows
+    rows = 3000
+    codes = [str(100 + row % 50) if row < 2500 else f"x{row % 7}" for row in range(rows)]
+    counts = [np.nan if row < 1000 else float(row % 9) for row in range(rows)]
+    frame = pd.DataFrame({"code": codes, "count": counts, "label": np.arange(rows) % 2})
+    frame.to_csv(tmp_path / "all.csv", index=False)
+    (tmp_path / "parquet").mkdir()
+    frame.to_parquet(tmp_path / "parquet" / "all.parquet", index=False)
+    options = {"task": "binary", "categorical": ["code"], "numeric": ["count"], "cache_dir": str(tmp_path / "cache")}
+    csv = FieldAwareDataModule(str(tmp_path / "all.csv"), **options)
+    parquet = FieldAwareDataModule(str(tmp_path / "parquet"), **options)
+    assert csv.schema == parquet.schema and csv.schema.fields[0].vocabulary_size == 50 + 7 + 1
+    for split, arrays in split_arrays(csv).items():
+        for mine, theirs in zip(arrays, split_arrays(parquet)[split]):
+            np.testing.assert_array_equal(mine, theirs)
+
+
+def test_csv_rows_come_in_file_order_a_chunk_at_a_time(tmp_path):
+    path = tmp_path / "rows.tsv"  # a byte order mark, a quoted line break, a blank line and a missing cell
+    path.write_bytes('\ufeffa\tb\tc\n1\t"x\ny"\t3\n\n4\t5\t6\n7\t\t9\n'.encode())
+    rows = sources.CsvRows(path)
+    assert rows.column_names == ["a", "b", "c"] and rows.num_rows == 3
+    assert [chunk.to_pydict() for chunk in rows.chunks(2, ["c", "b"])] == [
+        {"c": ["3", "6"], "b": ["x\ny", "5"]}, {"c": ["9"], "b": [None]}]

@@ -154,7 +154,7 @@ class FieldAwareDataModule(L.LightningDataModule):
             when they take at most ``store.RESIDENT_BUDGET`` (256 MiB) as tensors, beyond which batches are read
             from the memory-mapped store, flat in memory.
         cache_dir: where encoded splits are stored, memory-mapped and reused (``<cache_dir>/encoded``), and where
-            ``datasets`` caches parsed CSV, JSON and libFM files (default: ``$LIT_IFM_CACHE``, else
+            ``datasets`` caches parsed JSON and libFM files (default: ``$LIT_IFM_CACHE``, else
             ``~/.cache/lit_ifm`` and ``datasets``' own).
         predict_split: the split ``predict`` scores.
         synthetic: the generator's settings when ``source`` is ``synthetic``.
@@ -364,9 +364,7 @@ class FieldAwareDataModule(L.LightningDataModule):
             opened = {split: sources.DatasetRows(sources.read_lines(path, self._cache_dir), from_file=True)
                       for split, path in found.files.items()}
         else:
-            opened = {split: sources.ParquetRows(path) if path.suffix.lower() == ".parquet" else
-                      sources.DatasetRows(sources.read_table(path, self._cache_dir), from_file=True)
-                      for split, path in found.files.items()}
+            opened = {split: sources.open_table(path, self._cache_dir) for split, path in found.files.items()}
         if found.has_splits:
             return SplitRows(opened, {split: SplitOrigin(path) for split, path in found.files.items()})
         return SplitRows.at_random(opened["all"], found.files["all"], rng)
@@ -449,7 +447,8 @@ class FieldAwareDataModule(L.LightningDataModule):
             encoding.check_columns(rows.column_names(split), columns, label, rows.origins[split].path)
         read = [spec.name for spec in columns] + ([label] if label else [])
         vocabulary = encoding.TableVocabulary(columns, label, hp.max_values, report)
-        for split, first_row, chunk in rows.chunks(encoding.CHUNK_ROWS, ("train",), read):
+        counted = vocabulary.counted_columns  # the first pass reads these alone
+        for split, first_row, chunk in rows.chunks(encoding.CHUNK_ROWS, ("train",), counted) if counted else ():
             vocabulary.count(chunk, rows.origins[split], first_row)
         vocabulary.finish()
 
