@@ -227,7 +227,8 @@ def main() -> None:
             f"({gib(train['peak_anon'])}; model {gib(train['model_bytes'])}) | {gib(cold['store_bytes'])} "
             f"| {train['gather_rows_per_s']:,.0f} | {train['train_rows_per_s']:,.0f} "
             f"| {train['gather_rows_per_s'] / train['train_rows_per_s']:.0f}x |"
-            + (f" {csv['seconds']:.1f} s ({rows / csv['seconds']:,.0f} rows/s) |" if csv else ""))
+            + (f" {csv['seconds']:.1f} s ({rows / csv['seconds']:,.0f} rows/s; peak RSS {gib(csv['peak_rss'])}) |"
+               if csv else ""))
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; FM K=16, batch 4096, "
           f"{args.steps} steps")
