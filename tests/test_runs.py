@@ -134,6 +134,13 @@ def test_several_steps_per_call_refuse_what_only_lightnings_own_steps_do(tmp_pat
         several_steps_fit(tmp_path, 4, max_epochs=1, gradient_clip_val=1.0)
 
 
+def test_the_hook_name_lightning_sets_on_every_call_skips_the_modules_attribute_lookups():
+    model = fresh_fm(small_data())
+    model._current_fx_name = "training_step"
+    model.extra = torch.nn.Parameter(torch.zeros(2))  # other attributes still register as nn.Module's do
+    assert model._current_fx_name == "training_step" and "extra" in dict(model.named_parameters())
+
+
 def test_throughput_is_logged_per_epoch(tmp_path):
     data = small_data()
     run = trainer(tmp_path, max_epochs=1, callbacks=[TrainingThroughput()])
