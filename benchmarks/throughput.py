@@ -3,6 +3,7 @@
     python benchmarks/throughput.py --write-results      # FM NFM AFM IFM INN x batch 128, 1024, 4096
     python benchmarks/throughput.py --models FM IFM --batch-sizes 1024 --no-peers
     python benchmarks/throughput.py --models FM NFM --compile default   # recipes/compile.yaml
+    python benchmarks/throughput.py --steps-per-call 8   # as the Frappe recipes: 8 optimizer steps per call
 
 Settings are the peers' (../shared/peers): Frappe as a binary task, K = 64, Adam lr 1e-3, attention size 64,
 NFM hidden (64), dropout 0. Every column is samples/s of training batches only (data loading, forward,
