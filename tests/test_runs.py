@@ -100,7 +100,7 @@ def test_gradient_clipping_under_mixed_precision_keeps_an_optimizer_lightning_ca
     assert run.optimizers[0].defaults["foreach"] is True and not run.optimizers[0].defaults["fused"]
 
 
-def several_steps_fit(tmp_path, steps_per_call, model="FM", **options):
+def several_steps_fit(tmp_path, steps_per_call, model="FM", more_callbacks=(), **options):
     data = small_data(steps_per_call=steps_per_call, batch_size=100)  # 1,050 training rows: 10 steps and one of 50
     L.seed_everything(7, verbose=False)
     callbacks, calls = [StepLosses()], StepLosses()
@@ -109,13 +109,15 @@ def several_steps_fit(tmp_path, steps_per_call, model="FM", **options):
     else:  # the sampler draws before every optimizer step, from the weights of the step before
         module = IFM(data.schema, embedding_dim=8, field_factors=4, attention_dim=4, lr=0.02, interaction_dropout=0.2)
         callbacks.append(InteractionSampler(pairs=0.3, warmup_steps=2, seed=5))
-    run = trainer(tmp_path, callbacks=[*callbacks, calls], limit_val_batches=0, **options)
+    run = trainer(tmp_path, callbacks=[*callbacks, calls, *more_callbacks], limit_val_batches=0, **options)
     run.fit(module, datamodule=data)
     return module, run, calls
 
 
-@pytest.mark.parametrize("model,options", [("FM", dict(max_epochs=2)), ("IFM", dict(max_steps=13))],
-                         ids=["FM-2-epochs", "IFM-sampled-13-steps"])
+@pytest.mark.parametrize("model,options", [
+    ("FM", dict(max_epochs=2)), ("IFM", dict(max_steps=13)), ("FM", dict(max_steps=22, precision="bf16-true")),
+    ("IFM", dict(max_steps=13, precision="bf16-mixed"))],
+    ids=["FM-2-epochs", "IFM-sampled-13-steps", "FM-bf16-true", "IFM-sampled-bf16-mixed"])
 def test_several_steps_per_call_train_exactly_as_one_step_per_call(tmp_path, model, options):
     one, one_run, _ = several_steps_fit(tmp_path, 1, model, **options)
     four, four_run, calls = several_steps_fit(tmp_path, 4, model, **options)
@@ -129,9 +131,31 @@ def test_several_steps_per_call_train_exactly_as_one_step_per_call(tmp_path, mod
         assert sampled.steps == 11 and sampled.selection_counts.sum() == 11 * 14  # 30% of 45 pairs after warm-up
 
 
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
 def test_several_steps_per_call_refuse_what_only_lightnings_own_steps_do(tmp_path):
     with pytest.raises(ConfigError, match=r"steps_per_call 4 .*\(gradient_clip_val\)"):
         several_steps_fit(tmp_path, 4, max_epochs=1, gradient_clip_val=1.0)
+    saving = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=5)
+    with pytest.raises(ConfigError, match=r"every_n_train_steps .* steps_per_call 4"):
+        several_steps_fit(tmp_path, 4, max_epochs=1, enable_checkpointing=True, more_callbacks=[saving])
+    data = small_data(steps_per_call=4)
+    with pytest.raises(ConfigError, match="datamodule="):
+        trainer(tmp_path, max_epochs=1).fit(fresh_fm(data), train_dataloaders=data.train_dataloader())
+
+
+def test_a_run_resumed_with_another_steps_per_call_keeps_counting_its_steps(tmp_path):
+    straight, straight_run, _ = several_steps_fit(tmp_path, 4, max_epochs=2)
+    several_steps_fit(tmp_path, 1, max_epochs=1, enable_checkpointing=True,
+                      more_callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)])
+    data = small_data(steps_per_call=4, batch_size=100)
+    L.seed_everything(7, verbose=False)
+    resumed = FM(data.schema, embedding_dim=8, lr=0.02, l2_regularization={"feature_embedding": 1e-3})
+    run = trainer(tmp_path, max_epochs=2, limit_val_batches=0, enable_checkpointing=True,
+                  callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)])
+    run.fit(resumed, datamodule=data, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert run.global_step == straight_run.global_step == 22  # not 11: the manual count starts where the other ended
+    for (name, expected), actual in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(actual, expected, msg=name, rtol=0, atol=0)
 
 
 def test_the_hook_name_lightning_sets_on_every_call_skips_the_modules_attribute_lookups():

@@ -51,7 +51,7 @@ class InteractionSampler(SkipsIdleBatchHooks, L.Callback):
     compute pair products, attention (softmax over the drawn pairs) and field aspect for those only.
 
     The norms cost O(n^2 K_F K) once per batch, as in the paper. Every DDP rank draws the same pairs at
-    the same step: the draw depends on ``seed``, the step and the (synchronised) weights only.
+    the same step: the draw depends on ``seed``, the step and rank 0's weights only.
 
     Args:
         pairs: how many pairs to compute: a count (int) or a fraction of all pairs (float, e.g. 0.1).
@@ -115,8 +115,15 @@ class InteractionSampler(SkipsIdleBatchHooks, L.Callback):
         if trainer.global_step < self.warmup_steps:
             self._use_all_pairs(pl_module)
             return
+        # In full precision even inside a training step (several steps per call draw there, under autocast).
+        with torch.autocast(pl_module.device.type, enabled=False):
+            weights = pl_module.pair_weights(self.exponent)
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            # rank 0's: a rank's batch-norm statistics, which pair weights may scale by, are its own between
+            # DDP's broadcasts, and every rank must draw the same pairs
+            torch.distributed.broadcast(weights, src=0)
         # Everything stays on the model's device: a GPU never waits for this host code.
-        probabilities = self.probabilities(pl_module.pair_weights(self.exponent))
+        probabilities = self.probabilities(weights)
         generator = torch.Generator(probabilities.device).manual_seed(self.seed * 1_000_003 + trainer.global_step)
         count = self.count(pl_module.num_pairs)
         selected = draw_without_replacement(probabilities, count, generator)

@@ -55,6 +55,7 @@ class FieldBatch:
         return self.feature_ids, self.feature_values, self.labels, self.row_ids
 
 
+@dataclass(init=False, eq=False)  # a dataclass: Lightning's precision plugins convert its rows' tensors
 class StepGroup:
     """The batches of several consecutive optimizer steps, handed to one ``training_step`` call
     (``FieldAwareDataModule(steps_per_call=k)``, as Keras' ``steps_per_execution``): Lightning's own work per call,
@@ -70,6 +71,8 @@ class StepGroup:
     >>> len(group), [batch.row_ids.tolist() for batch in group.steps()]
     (5, [[0, 1], [2, 3], [4]])
     """
+
+    rows: FieldBatch
 
     def __init__(self, rows: FieldBatch, step_rows: int):
         self.rows, self.step_rows = rows, step_rows

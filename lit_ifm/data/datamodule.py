@@ -164,8 +164,10 @@ class FieldAwareDataModule(L.LightningDataModule):
             take longer than a small model's whole step (FM at batch 128 trains 1.5x faster with 8). The model
             steps its optimizer itself (Lightning's manual optimization), so Lightning's progress, logging steps,
             ``val_check_interval`` and ``limit_train_batches`` count calls, while ``global_step`` and
-            ``max_steps`` count optimizer steps. Not with gradient clipping or accumulation, nor with learning-rate
-            schedulers.
+            ``max_steps`` count optimizer steps. Refused with gradient clipping or accumulation, learning-rate
+            schedulers, checkpoints every N steps or every so often (``every_n_train_steps``,
+            ``train_time_interval``) and overrides of ``optimizer_step``, which Lightning skips or checks only
+            where a call ends when the model steps its optimizer itself.
     """
 
     def __init__(

@@ -9,6 +9,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 import torchmetrics
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 
 from lit_ifm.checkpoints import MODEL_KEY, SCHEMA_KEY, check_fits, check_schema, read_checkpoint
@@ -176,6 +177,9 @@ class FieldAwareModel(L.LightningModule):
     def training_step(self, batch: FieldBatch | StepGroup, batch_idx: int) -> Tensor | None:
         if not self.automatic_optimization:
             return self._optimizer_steps(batch, batch_idx)
+        if isinstance(batch, StepGroup):
+            raise ConfigError("batches of several optimizer steps (steps_per_call > 1) are for the data module's own "
+                              "fit: pass it as fit(model, datamodule=...), not its train_dataloader()")
         loss = self.loss(self(batch), batch.labels)
         self._add_to_epoch_loss(loss, len(batch))
         self._log_training_loss(loss, len(batch), batch_idx)
@@ -215,10 +219,37 @@ class FieldAwareModel(L.LightningModule):
         return steps
 
     def on_train_start(self) -> None:
-        if not self.automatic_optimization and self.lr_schedulers() is not None:
+        trainer = self._trainer
+        if self._steps_per_call() > 1:
+            self._check_steps_per_call(trainer)
+        # Lightning counts optimizer steps apart for its automatic and manual optimization, and global_step reads the
+        # one in use: a run resumed with another steps_per_call would start its count again from 0.
+        loop = trainer.fit_loop.epoch_loop
+        counts = (loop.automatic_optimization.optim_progress.optimizer.step.total,
+                  loop.manual_optimization.optim_step_progress.total)
+        steps = max(count.completed for count in counts)
+        for count in counts:
+            count.ready = count.completed = steps
+
+    def _check_steps_per_call(self, trainer: L.Trainer) -> None:
+        """What several steps per call cannot do, refused before the first step rather than skipped in silence."""
+        steps = self._steps_per_call()
+        if self.lr_schedulers() is not None:
             raise ConfigError(f"{type(self).__name__} configures a learning-rate scheduler, which Lightning does not "
-                              "step when the model steps its optimizer itself (steps_per_call > 1); set "
+                              f"step when the model steps its optimizer itself (steps_per_call {steps}); set "
                               "--data.steps_per_call 1")
+        overridden = [hook for hook in ("optimizer_step", "optimizer_zero_grad", "on_before_zero_grad")
+                      if is_overridden(hook, self)]
+        overridden += [f"{type(callback).__name__}.on_before_zero_grad" for callback in trainer.callbacks
+                       if is_overridden("on_before_zero_grad", callback, L.Callback)]
+        if overridden:
+            raise ConfigError(f"{', '.join(overridden)} would not run with steps_per_call {steps}, where the model steps "
+                              "its optimizer itself; set --data.steps_per_call 1")
+        for callback in trainer.checkpoint_callbacks:
+            if getattr(callback, "_every_n_train_steps", 0) or getattr(callback, "_train_time_interval", None):
+                raise ConfigError(f"{type(callback).__name__}(every_n_train_steps or train_time_interval) saves on "
+                                  f"optimizer steps that steps_per_call {steps} runs within one call, where Lightning "
+                                  "does not look; save per epoch (every_n_epochs) or set --data.steps_per_call 1")
 
     def _optimizer_steps(self, group: FieldBatch | StepGroup, batch_idx: int) -> Tensor | None:
         """One optimizer step per batch of ``group``, as Lightning's would be: forward, zero the gradients,
