@@ -45,8 +45,10 @@ class LineProgress(SkipsIdleBatchHooks, ProgressBar):
         now = time.perf_counter()
         if self._enabled and self.every_n_seconds is not None and now - self._last_line >= self.every_n_seconds:
             self._last_line = now
-            self.print(f"{self._epoch(trainer)}: step {batch_idx + 1}/{self._total(self.total_train_batches)} "
-                       f"after {now - self._epoch_start:.1f} s; {self._metrics(trainer, pl_module, 'train/')}")
+            total = self.total_train_batches  # Lightning's calls, which are steps unless steps_per_call > 1
+            share = f", {(batch_idx + 1) / total:.0%} of the epoch," if total != float("inf") else ""
+            self.print(f"{self._epoch(trainer)}: {trainer.global_step - self._first_step} steps{share} after "
+                       f"{now - self._epoch_start:.1f} s; {self._metrics(trainer, pl_module, 'train/')}")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._enabled:
@@ -63,10 +65,6 @@ class LineProgress(SkipsIdleBatchHooks, ProgressBar):
     def _epoch(trainer: L.Trainer) -> str:
         return f"epoch {trainer.current_epoch}/{trainer.max_epochs}" if trainer.max_epochs and \
             trainer.max_epochs > 0 else f"epoch {trainer.current_epoch}"
-
-    @staticmethod
-    def _total(total: int | float) -> str:
-        return str(int(total)) if total != float("inf") else "?"
 
     def _metrics(self, trainer: L.Trainer, pl_module: L.LightningModule, prefix: str = "") -> str:
         metrics = {name: value for name, value in self.get_metrics(trainer, pl_module).items()
