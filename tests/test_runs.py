@@ -120,12 +120,15 @@ def several_steps_fit(tmp_path, steps_per_call, model="FM", more_callbacks=(), *
     ids=["FM-2-epochs", "IFM-sampled-13-steps", "FM-bf16-true", "IFM-sampled-bf16-mixed"])
 def test_several_steps_per_call_train_exactly_as_one_step_per_call(tmp_path, model, options):
     one, one_run, _ = several_steps_fit(tmp_path, 1, model, **options)
-    four, four_run, calls = several_steps_fit(tmp_path, 4, model, **options)
+    clock = TrainingThroughput()
+    four, four_run, calls = several_steps_fit(tmp_path, 4, model, more_callbacks=[clock], **options)
     assert not four.automatic_optimization and one.automatic_optimization
     assert four_run.global_step == one_run.global_step == options.get("max_steps", 22)
     assert calls.rows[:3] == [400, 400, 250]  # rows per call: 4 steps, 4, then 2 and the short one
     for (name, expected), actual in zip(one.state_dict().items(), four.state_dict().values()):
         torch.testing.assert_close(actual, expected, msg=name, rtol=0, atol=0)
+    if options.get("max_steps") == 13:  # the second epoch's first call stops after 2 of its 4 steps
+        assert calls.rows[-1] == 400 and clock._samples == 200  # the throughput counts the rows trained on
     if model == "IFM":
         sampled = [callback for callback in four_run.callbacks if isinstance(callback, InteractionSampler)][0]
         assert sampled.steps == 11 and sampled.selection_counts.sum() == 11 * 14  # 30% of 45 pairs after warm-up

@@ -174,7 +174,7 @@ class FieldAwareModel(L.LightningModule):
             return scores.clamp(*self.schema.label_range)
         return scores
 
-    def training_step(self, batch: FieldBatch | StepGroup, batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: FieldBatch | StepGroup, batch_idx: int) -> Tensor | dict | None:
         if not self.automatic_optimization:
             return self._optimizer_steps(batch, batch_idx)
         if isinstance(batch, StepGroup):
@@ -251,9 +251,10 @@ class FieldAwareModel(L.LightningModule):
                                   f"optimizer steps that steps_per_call {steps} runs within one call, where Lightning "
                                   "does not look; save per epoch (every_n_epochs) or set --data.steps_per_call 1")
 
-    def _optimizer_steps(self, group: FieldBatch | StepGroup, batch_idx: int) -> Tensor | None:
+    def _optimizer_steps(self, group: FieldBatch | StepGroup, batch_idx: int) -> dict[str, Tensor | int] | None:
         """One optimizer step per batch of ``group``, as Lightning's would be: forward, zero the gradients,
-        backward (with the precision's scaling), step. Stops at ``max_steps``. Returns the call's mean loss."""
+        backward (with the precision's scaling), step. Stops at ``max_steps``. Returns the call's mean loss and
+        the rows it trained on."""
         steps, before_each_step = (group.steps(), group.before_each_step) if isinstance(group, StepGroup) else \
             ([group], [])
         optimizer, trainer = self.optimizers(), self._trainer
@@ -273,7 +274,7 @@ class FieldAwareModel(L.LightningModule):
             return None
         mean = total / rows
         self._log_training_loss(mean, rows, batch_idx)
-        return mean
+        return {"loss": mean, "rows": rows}  # rows: fewer than the group's when max_steps ends the call early
 
     def _add_to_epoch_loss(self, loss: Tensor, rows: int) -> Tensor:
         """Adds a step's loss times its rows to the epoch's sum, and returns that product."""
