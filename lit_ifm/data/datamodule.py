@@ -161,7 +161,8 @@ class FieldAwareDataModule(L.LightningDataModule):
         steps_per_call: optimizer steps per ``training_step`` call, each on its own ``batch_size`` rows, in the
             same order as one step per call, so training is the same (Keras' ``steps_per_execution``).
             Lightning's own work per call (hooks, progress, logging) then comes once per that many steps: it can
-            take longer than a small model's whole step (FM at batch 128 trains 1.5x faster with 8). The model
+            take longer than a small model's whole step (FM at batch 128 through the CLI: 58% of a plain loop's
+            speed with 1, 73-104% with 8; benchmarks/RESULTS.md). The model
             steps its optimizer itself (Lightning's manual optimization), so Lightning's progress, logging steps,
             ``val_check_interval`` and ``limit_train_batches`` count calls, while ``global_step`` and
             ``max_steps`` count optimizer steps. Refused with gradient clipping or accumulation, learning-rate
@@ -575,7 +576,7 @@ class FieldAwareDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self._datasets:
             self.setup()
-        hp, dataset, collate = self.hparams, self._datasets[split], _already_batched
+        hp, dataset = self.hparams, self._datasets[split]
         world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         if shuffle:
             # A DistributedSampler even on one process: its order depends on (seed, epoch) only, so a run
@@ -586,14 +587,14 @@ class FieldAwareDataModule(L.LightningDataModule):
             seed = int(os.environ.get("PL_GLOBAL_SEED", hp.split_seed))  # seed_everything's, same on all ranks
             call_rows = hp.batch_size * hp.steps_per_call
             sampler, batch_size = ShuffledBatches(dataset, world_size, rank, call_rows, seed=seed), None
-            if hp.steps_per_call > 1:
-                collate = _StepsOf(hp.batch_size)
+            collate = _StepsOf(hp.batch_size) if hp.steps_per_call > 1 else _already_batched
             if self.trainer is not None and self.trainer.overfit_batches:  # Lightning swaps in a row sampler
-                sampler, batch_size, collate = ShuffledRows(dataset, world_size, rank, seed=seed), hp.batch_size, \
-                    _already_batched
+                sampler, batch_size = ShuffledRows(dataset, world_size, rank, seed=seed), hp.batch_size
+                collate = _already_batched
         else:
             # Each validation/test row is scored exactly once across ranks (no padding duplicates).
             sampler, batch_size = OrderedRows(dataset, world_size, rank), hp.eval_batch_size or hp.batch_size
+            collate = _already_batched
         return DataLoader(
             dataset,
             batch_size=batch_size,

@@ -28,8 +28,8 @@ from lit_ifm.data.sources import DataError, SplitOrigin, line_of, not_utf8
 T, R = TypeVar("T"), TypeVar("R")
 
 CHUNK_ROWS = 1 << 18  # rows encoded at once: large enough for vectorised work, small enough to stay flat in memory
-# fields counted and encoded side by side; more threads than cores only contend (5 M rows on 2 cores: 23.9 s with
-# one thread, 17.7 s with two, 23.9 s with four)
+# fields counted and encoded side by side; more threads than cores only contend (5 M Criteo-shaped rows on 2 cores:
+# 21.5 s with one thread, 15.7-16.6 s with two, 16.0-18.7 s with four; /work/notes/scripts/s8/threads.py)
 BUILD_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 MISSING = ""  # the token of a missing value when missing values are their own feature
 _ENCODING_VERSION = 3  # bump when parsing or encoding changes, so cached results are not reused

@@ -375,8 +375,8 @@ class CsvRows(RowSource):
 def _integral_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """``12.0`` as ``12``: pandas wrote integers with missing values that way, and read them back as the integral
     floats the encoder spells as integers; a categorical value keeps its id whichever reader read it."""
-    texts = (chunk.buffers()[2] for chunk in column.chunks)
-    if not any(text is not None and text.to_pybytes().find(b".") >= 0 for text in texts):
+    texts = (chunk.buffers()[2] for chunk in column.chunks)  # the characters, read in place
+    if not any(text is not None and (np.frombuffer(text, np.uint8) == ord(".")).any() for text in texts):
         return column  # a byte search (20x faster than pc.match_substring) spares most columns the regex
     return pc.replace_substring_regex(column, r"^(-?\d+)\.0*$", r"\1")
 

@@ -45,7 +45,7 @@ META = "meta.json"
 # megabytes) around each touched row: scattered rows of a large map soon make all of it resident. Arrays larger
 # than this are therefore gathered by positioned reads (one per row, or one per run of rows), which copy the rows
 # alone, so that a training process stays flat in memory whatever the number of rows; smaller ones are indexed in
-# their map, about 4x faster (a positioned read costs about a microsecond of system call a row): 1 M Criteo-shaped
+# their map, 3-4x faster (a positioned read costs about a microsecond of system call a row): 1 M Criteo-shaped
 # rows (146 MB of training records) gather at 2.4-2.8 M rows/s from the map against 0.72 M by reads, for at most
 # this much more resident page cache.
 RESIDENT_BUDGET = 256 * 2**20

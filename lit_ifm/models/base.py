@@ -174,7 +174,7 @@ class FieldAwareModel(L.LightningModule):
             return scores.clamp(*self.schema.label_range)
         return scores
 
-    def training_step(self, batch: FieldBatch | StepGroup, batch_idx: int) -> Tensor | dict | None:
+    def training_step(self, batch: FieldBatch | StepGroup, batch_idx: int) -> Tensor | dict:
         if not self.automatic_optimization:
             return self._optimizer_steps(batch, batch_idx)
         if isinstance(batch, StepGroup):
@@ -220,8 +220,8 @@ class FieldAwareModel(L.LightningModule):
 
     def on_train_start(self) -> None:
         trainer = self._trainer
-        if self._steps_per_call() > 1:
-            self._check_steps_per_call(trainer)
+        if (steps := self._steps_per_call()) > 1:
+            self._check_steps_per_call(trainer, steps)
         # Lightning counts optimizer steps apart for its automatic and manual optimization, and global_step reads the
         # one in use: a run resumed with another steps_per_call would start its count again from 0.
         loop = trainer.fit_loop.epoch_loop
@@ -231,9 +231,8 @@ class FieldAwareModel(L.LightningModule):
         for count in counts:
             count.ready = count.completed = steps
 
-    def _check_steps_per_call(self, trainer: L.Trainer) -> None:
+    def _check_steps_per_call(self, trainer: L.Trainer, steps: int) -> None:
         """What several steps per call cannot do, refused before the first step rather than skipped in silence."""
-        steps = self._steps_per_call()
         if self.lr_schedulers() is not None:
             raise ConfigError(f"{type(self).__name__} configures a learning-rate scheduler, which Lightning does not "
                               f"step when the model steps its optimizer itself (steps_per_call {steps}); set "
@@ -251,17 +250,15 @@ class FieldAwareModel(L.LightningModule):
                                   f"optimizer steps that steps_per_call {steps} runs within one call, where Lightning "
                                   "does not look; save per epoch (every_n_epochs) or set --data.steps_per_call 1")
 
-    def _optimizer_steps(self, group: FieldBatch | StepGroup, batch_idx: int) -> dict[str, Tensor | int] | None:
+    def _optimizer_steps(self, group: FieldBatch | StepGroup, batch_idx: int) -> dict[str, Tensor | int]:
         """One optimizer step per batch of ``group``, as Lightning's would be: forward, zero the gradients,
-        backward (with the precision's scaling), step. Stops at ``max_steps``. Returns the call's mean loss and
-        the rows it trained on."""
+        backward (with the precision's scaling), step. Stops at ``max_steps`` (Lightning calls no further once it is
+        reached). Returns the call's mean loss and the rows it trained on."""
         steps, before_each_step = (group.steps(), group.before_each_step) if isinstance(group, StepGroup) else \
             ([group], [])
         optimizer, trainer = self.optimizers(), self._trainer
         total, rows = None, 0
         for batch in steps:
-            if 0 <= trainer.max_steps <= trainer.global_step:
-                break
             for prepare in before_each_step:
                 prepare()
             loss = self.loss(self(batch), batch.labels)
@@ -270,8 +267,8 @@ class FieldAwareModel(L.LightningModule):
             optimizer.step()
             weighted = self._add_to_epoch_loss(loss, len(batch))
             total, rows = (weighted if total is None else total + weighted), rows + len(batch)
-        if not rows:  # max_steps was reached already
-            return None
+            if 0 <= trainer.max_steps <= trainer.global_step:
+                break
         mean = total / rows
         self._log_training_loss(mean, rows, batch_idx)
         return {"loss": mean, "rows": rows}  # rows: fewer than the group's when max_steps ends the call early
