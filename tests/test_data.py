@@ -375,3 +375,71 @@ def test_the_row_order_is_torchs_without_a_list_of_every_row(rows, world, drop_l
         if rows >= world:
             ordered = list(OrderedRows(data, world, rank))
             assert ordered == list(UnrepeatedDistributedSampler(data, world, rank, shuffle=False))
+
+
+@pytest.mark.parametrize("rows, world, block", [(1000, 1, 8), (1003, 3, 10), (50, 2, 64)])
+def test_a_block_shuffle_gives_every_row_once_and_batches_of_whole_blocks(rows, world, block):
+    from lit_ifm.data.sampling import ShuffledBatches
+
+    data = list(range(rows))
+    epochs = []
+    for epoch in (0, 1):
+        ranks = []
+        for rank in range(world):
+            sampler = ShuffledBatches(data, world, rank, batch_size=4 * block, seed=7, block_rows=block)
+            sampler.set_epoch(epoch)
+            batches = [batch.tolist() for batch in sampler]
+            assert batches == [batch.tolist() for batch in sampler]  # the same for the same (seed, epoch)
+            assert len(batches) == len(sampler) and sum(map(len, batches)) == sampler.num_samples
+            ranks.append(batches)
+        seen = [row for batches in ranks for batch in batches for row in batch]
+        assert sorted(set(seen)) == data and len(seen) == -(-rows // world) * world  # padded as torch pads
+        if world == 1:
+            for batch in ranks[0][:-1]:  # every batch but the last: 4 whole blocks, in no block's order
+                assert len({row // block for row in batch}) == 4 and batch != sorted(batch)
+        epochs.append(seen)
+    assert epochs[0] != epochs[1]
+
+
+def test_batches_say_when_every_value_is_1(frappe_dir, tmp_path):
+    from lit_ifm.data import store
+
+    frappe = FieldAwareDataModule(str(frappe_dir), batch_size=32)  # every slot holds a feature, none a number
+    frappe.setup("fit")
+    assert next(iter(frappe.train_dataloader())).unit_values
+    frame = pd.DataFrame({"city": ["a", None, "b", "a"] * 30, "price": [1.0, 2.0, 3.0, 1.0] * 30,
+                          "label": [0, 1] * 60})
+    frame.to_parquet(tmp_path / "all.parquet", index=False)
+    options = {"task": "binary", "batch_size": 8, "cache_dir": str(tmp_path / "cache")}
+    for case, fields in {"an empty slot": {"categorical": ["city"]}, "a number": {"numeric": ["price"]}}.items():
+        for resident in (True, False):  # batches gathered from tensors, and read from the store
+            data = FieldAwareDataModule(str(tmp_path / "all.parquet"), device_resident=resident, **options, **fields)
+            data.setup("fit")
+            batches = list(data.train_dataloader())
+            assert all(not batch.unit_values or bool((batch.feature_values == 1).all()) for batch in batches)
+            assert not all(batch.unit_values for batch in batches), (case, resident)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "RESIDENT_BUDGET", 0)
+        frappe = FieldAwareDataModule(str(frappe_dir), batch_size=32, device_resident=False)
+        frappe.setup("fit")
+        assert all(batch.unit_values for _, batch in zip(range(50), frappe.train_dataloader()))
+
+
+def test_a_block_shuffled_data_module_trains_on_every_row_once_an_epoch():
+    import lightning as L
+
+    from lit_ifm import FM
+    from lit_ifm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="shuffle_block_rows must be at least 1, got 0"):
+        FieldAwareDataModule(shuffle_block_rows=0)
+    data = FieldAwareDataModule(synthetic=SyntheticConfig(rows=3000), batch_size=64, steps_per_call=2,
+                                shuffle_block_rows=16, task="binary")
+    data.setup("fit")
+    rows = [row for group in data.train_dataloader() for row in group.rows.row_ids.tolist()]
+    assert sorted(rows) == list(range(len(data.prepared.splits["train"])))
+    model = FM(data.schema, task="binary", embedding_dim=4)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu")
+    trainer.fit(model, datamodule=data)
+    assert trainer.global_step == -(-len(rows) // 64)

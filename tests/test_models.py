@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -218,6 +219,24 @@ def test_every_trainable_parameter_receives_a_gradient(model_class):
     missing = [name for name, p in model.named_parameters()
                if p.requires_grad and name not in unused and (p.grad is None or not p.grad.abs().sum() > 0)]
     assert not missing, f"{model_class.__name__}: no gradient reaches {missing}"
+
+
+@pytest.mark.parametrize("model_class", MODELS, ids=lambda c: c.__name__)
+def test_a_batch_of_unit_values_scores_and_learns_exactly_as_with_the_values_applied(model_class):
+    model = build(model_class).train()
+    torch.manual_seed(0)
+    batch = random_batch(mixed_schema(), rows=8, empty=0.0)
+    batch.feature_values = torch.ones_like(batch.feature_values)
+    results = []
+    for unit_values in (False, True):
+        model.zero_grad()
+        torch.manual_seed(1)  # the same dropout
+        scores = model(dataclasses.replace(batch, unit_values=unit_values))
+        scores.sum().backward()
+        results.append((scores, [parameter.grad for parameter in model.parameters()]))
+    (scores, grads), (unit_scores, unit_grads) = results
+    assert torch.equal(scores, unit_scores)
+    assert all((g is None and u is None) or torch.equal(g, u) for g, u in zip(grads, unit_grads))
 
 
 @pytest.mark.parametrize("model_class", MODELS, ids=lambda c: c.__name__)

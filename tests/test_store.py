@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import subprocess
 import sys
@@ -459,6 +460,30 @@ def test_a_large_map_gives_shuffled_rows_that_span_a_run_as_they_are(tmp_path, m
     monkeypatch.setattr(store, "RESIDENT_BUDGET", 64)  # the map is "large": its rows are read or unmapped again
     for rows in ([10, 11, 12, 13], [10, 12, 11, 13], [13, 11, 12, 10], [7], [5, 5]):
         assert mapped.take(np.array(rows)).tolist() == mapped.array[rows].tolist(), rows
+
+
+def test_a_large_map_reads_near_rows_together_and_gives_them_in_the_order_asked(tmp_path, monkeypatch):
+    from lit_ifm.data import store
+
+    path = tmp_path / "rows.bin"
+    np.arange(6000, dtype=np.int32).reshape(1000, 6).tofile(path)  # 24 bytes a row
+    mapped = store.MappedArray(path, np.int32, (1000, 6))
+    monkeypatch.setattr(store, "RESIDENT_BUDGET", 64)
+    monkeypatch.setattr(store, "READ_GAP", 48)  # rows at most two rows apart are read together
+    reads = []
+    pread = os.pread
+    monkeypatch.setattr(os, "pread", lambda *args: reads.append(args[1:]) or pread(*args))
+    rng = np.random.default_rng(0)
+    blocks = rng.permutation(125)[:8]  # 8 blocks of 8 rows, shuffled together as a block-shuffled batch holds them
+    cases = {"blocks": (blocks[:, None] * 8 + np.arange(8)).ravel()[rng.permutation(64)],
+             "scattered": rng.choice(1000, 50, replace=False), "repeated": np.array([3, 900, 3, 4, 900, 999]),
+             "every other": rng.permutation(np.arange(0, 40, 2)), "end": np.array([999, 0])}
+    for name, rows in cases.items():
+        reads.clear()
+        assert mapped.take(rows).tolist() == mapped.array[rows].tolist(), name
+        spans = np.split(np.unique(rows), np.flatnonzero(np.diff(np.unique(rows)) > 3) + 1)
+        assert reads == [(24 * (span[-1] + 1 - span[0]), 24 * span[0]) for span in spans], name
+        assert name != "blocks" or len(reads) <= 8  # a read a block at most
 
 
 def test_csv_column_types_do_not_depend_on_the_first_block(tmp_path, monkeypatch):

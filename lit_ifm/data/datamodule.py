@@ -38,6 +38,7 @@ class FieldBatchDataset(Dataset):
     def __init__(self, split: EncodedSplit):
         self.split = split
         self.labels: torch.Tensor | None = None  # the device copy, once moved
+        self.unit_values = False  # whether every value of the device copy is 1
 
     def __len__(self) -> int:
         return len(self.split)
@@ -46,15 +47,19 @@ class FieldBatchDataset(Dataset):
         if self.labels is None:
             rows = indices.numpy() if isinstance(indices, torch.Tensor) else np.asarray(indices, dtype=np.int64)
             ids, values, labels = self.split.gather(rows)
+            unit_values = not self.split.value_slots and bool(values.all())  # every slot holds a feature
             return FieldBatch(torch.from_numpy(ids), torch.from_numpy(values), torch.from_numpy(labels),
-                              torch.from_numpy(rows))
+                              torch.from_numpy(rows), unit_values)
         index = torch.as_tensor(indices, dtype=torch.long, device=self.labels.device)
-        return FieldBatch(self.feature_ids[index], self.feature_values[index], self.labels[index], index)
+        return FieldBatch(self.feature_ids[index], self.feature_values[index], self.labels[index], index,
+                          self.unit_values)
 
     def to(self, device: torch.device | str) -> FieldBatchDataset:
         """Copies the rows to ``device``, so that batches are gathered where the model is."""
         self.feature_ids = torch.from_numpy(self.split.feature_ids.astype(np.int64)).to(device)
-        self.feature_values = torch.from_numpy(self.split.feature_values).to(device)
+        values = self.split.feature_values
+        self.unit_values = bool((values == 1).all())  # then so is every batch's
+        self.feature_values = torch.from_numpy(values).to(device)
         self.labels = torch.from_numpy(np.array(self.split.labels)).to(device)
         return self
 
@@ -169,6 +174,13 @@ class FieldAwareDataModule(L.LightningDataModule):
             schedulers, checkpoints every N steps or every so often (``every_n_train_steps``,
             ``train_time_interval``) and overrides of ``optimizer_step``, which Lightning skips or checks only
             where a call ends when the model steps its optimizer itself.
+        shuffle_block_rows: shuffle the training rows as blocks of this many consecutive rows of the split (a block
+            shuffle), then the rows within each call's ``steps_per_call * batch_size``: a batch holds the rows of
+            about ``steps_per_call * batch_size / shuffle_block_rows`` blocks mixed (so the batches depend on
+            ``steps_per_call`` too), every row still once an epoch.
+            A store too large to index in memory reads a block in one read rather than a row per read (Criteo at
+            5 M rows: see benchmarks/RESULTS.md). 1, the default, shuffles row by row. Suits rows in no particular
+            order, as in Criteo_x1 and Avazu_x1; rows sorted by time or user keep that order within a block.
     """
 
     def __init__(
@@ -198,6 +210,7 @@ class FieldAwareDataModule(L.LightningDataModule):
         predict_split: Literal["train", "validation", "test"] = "test",
         synthetic: SyntheticConfig = SyntheticConfig(),
         steps_per_call: int = 1,
+        shuffle_block_rows: int = 1,
     ):
         # This class's own arguments, also when a subclass with other arguments calls it (the CLI would otherwise
         # give save_hyperparameters the subclass's alone, and hparams would lack these).
@@ -213,6 +226,8 @@ class FieldAwareDataModule(L.LightningDataModule):
             raise ConfigError(f"min_count must be at least 1, got {min_count}")
         if steps_per_call < 1:
             raise ConfigError(f"steps_per_call must be at least 1, got {steps_per_call}")
+        if shuffle_block_rows < 1:
+            raise ConfigError(f"shuffle_block_rows must be at least 1, got {shuffle_block_rows}")
         if any(buckets < 1 for buckets in (hash_buckets or {}).values()):
             raise ConfigError(f"hash_buckets must be at least 1 per field, got {hash_buckets}")
         if device_resident is True and (num_workers or pin_memory):
@@ -583,10 +598,11 @@ class FieldAwareDataModule(L.LightningDataModule):
             # resumed from a checkpoint sees the same batches as an uninterrupted one, and every DDP rank
             # shuffles alike. The seed is seed_everything's (split_seed when nothing was seeded). It yields
             # whole batches of row indices, which the DataLoader passes on as they are (batch_size None).
-            # With steps_per_call k, a call's rows are k batches' of that same order.
+            # With steps_per_call k, a call's rows are k batches' of that same order (blocks: mixed in the call).
             seed = int(os.environ.get("PL_GLOBAL_SEED", hp.split_seed))  # seed_everything's, same on all ranks
             call_rows = hp.batch_size * hp.steps_per_call
-            sampler, batch_size = ShuffledBatches(dataset, world_size, rank, call_rows, seed=seed), None
+            sampler = ShuffledBatches(dataset, world_size, rank, call_rows, seed=seed, block_rows=hp.shuffle_block_rows)
+            batch_size = None
             collate = _StepsOf(hp.batch_size) if hp.steps_per_call > 1 else _already_batched
             if self.trainer is not None and self.trainer.overfit_batches:  # Lightning swaps in a row sampler
                 sampler, batch_size = ShuffledRows(dataset, world_size, rank, seed=seed), hp.batch_size

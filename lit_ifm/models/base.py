@@ -119,12 +119,13 @@ class FieldAwareModel(L.LightningModule):
 
     def embed(self, batch: FieldBatch) -> Tensor:
         """``V_i x_i`` for every slot, ``(B, S, K)``; empty slots are zero."""
-        return embedding_rows(self.feature_embedding, batch.feature_ids) * batch.feature_values.unsqueeze(-1)
+        rows = embedding_rows(self.feature_embedding, batch.feature_ids)
+        return rows if batch.unit_values else rows * batch.feature_values.unsqueeze(-1)
 
     def linear_term(self, batch: FieldBatch) -> Tensor:
         """``w0 + sum_i w_i x_i``, ``(B,)``."""
         weights = embedding_rows(self.linear, batch.feature_ids).squeeze(-1)
-        return self.bias + (weights * batch.feature_values).sum(dim=1)
+        return self.bias + (weights if batch.unit_values else weights * batch.feature_values).sum(dim=1)
 
     def scores(self, batch: FieldBatch) -> Tensor:
         """``w0 + sum_i w_i x_i + interaction(batch)``, ``(B,)``: what ``forward`` computes, compiled or not."""
