@@ -14,7 +14,8 @@ categorical=C1..C26, numeric=I1..I13, min_count=2)``:
 - with ``--csv``, a cold build from a CSV copy of the same rows (streamed by Arrow's CSV reader; Criteo_x1 and
   Avazu_x1 come as CSV);
 - training: FM (K = 16) for ``--steps`` steps at batch 4096 through ``Trainer.fit``, and in the same process the
-  train DataLoader alone for as many batches: gathering against training speed.
+  train DataLoader alone for as many batches: gathering against training speed, with rows shuffled one by one
+  (the default) and in blocks of 64 (``shuffle_block_rows=64``).
 
 Each process reports its wall time and its peak resident set (``ru_maxrss``, which counts the pages of the memory
 maps it touched), and the peak of its anonymous memory alone (``RssAnon`` sampled every 20 ms: memory that is not
@@ -45,6 +46,7 @@ NUMERIC = [f"I{index}" for index in range(1, 14)]
 CATEGORICAL = [f"C{index}" for index in range(1, 27)]
 VOCABULARIES = np.geomspace(10, 1_000_000, len(CATEGORICAL)).round().astype(int)  # 10 .. 1 M values
 WRITE_ROWS = 1 << 18
+BLOCK_ROWS = 64  # --data.shuffle_block_rows of the second gathering figure
 
 
 def write_criteo_like(path: Path, rows: int, seed: int = 0) -> None:
@@ -111,11 +113,23 @@ class MemoryWatch:
         return {"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak_anon": self.peak}
 
 
-def data_module(source: str, cache_dir: str, batch_size: int = 4096):
+def data_module(source: str, cache_dir: str, batch_size: int = 4096, shuffle_block_rows: int = 1):
     from lit_ifm import FieldAwareDataModule
 
     return FieldAwareDataModule(source, task="binary", categorical=CATEGORICAL, numeric=NUMERIC, min_count=2,
-                                batch_size=batch_size, cache_dir=cache_dir)
+                                batch_size=batch_size, cache_dir=cache_dir, shuffle_block_rows=shuffle_block_rows)
+
+
+def gathering_speed(source: str, cache_dir: str, batches: int, shuffle_block_rows: int = 1) -> float:
+    """Rows/s of the train DataLoader alone, its first ``batches`` batches."""
+    data = data_module(source, cache_dir, shuffle_block_rows=shuffle_block_rows)
+    data.setup("fit")
+    start, count = time.perf_counter(), 0
+    for _ in data.train_dataloader():
+        count += 1
+        if count == batches:
+            break
+    return count * 4096 / (time.perf_counter() - start)
 
 
 def step_build(source: str, cache_dir: str) -> dict:
@@ -140,15 +154,10 @@ def step_train(source: str, cache_dir: str, steps: int) -> dict:
     from lit_ifm import FM
 
     watch = MemoryWatch()
+    gather = gathering_speed(source, cache_dir, steps)
+    gather_blocks = gathering_speed(source, cache_dir, steps, shuffle_block_rows=BLOCK_ROWS)
     data = data_module(source, cache_dir)
     data.setup("fit")
-    loader = data.train_dataloader()
-    start, batches = time.perf_counter(), 0
-    for _ in loader:
-        batches += 1
-        if batches == steps:
-            break
-    gather = batches * 4096 / (time.perf_counter() - start)
 
     class StepTimer(L.Callback):
         def on_train_batch_start(self, trainer, module, batch, index):
@@ -167,7 +176,8 @@ def step_train(source: str, cache_dir: str, steps: int) -> dict:
     trainer.fit(model, datamodule=data)
     training = (steps - 10) * 4096 / timer.seconds
     parameters = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
-    return {"gather_rows_per_s": gather, "train_rows_per_s": training, "model_bytes": parameters, **watch.stop()}
+    return {"gather_rows_per_s": gather, "gather_blocks_rows_per_s": gather_blocks, "train_rows_per_s": training,
+            "model_bytes": parameters, **watch.stop()}
 
 
 def in_fresh_process(step: str, *args: str) -> dict:
@@ -226,16 +236,17 @@ def main() -> None:
             f"| {gib(cold['peak_rss'])} ({gib(cold['peak_anon'])}) | {gib(train['peak_rss'])} "
             f"({gib(train['peak_anon'])}; model {gib(train['model_bytes'])}) | {gib(cold['store_bytes'])} "
             f"| {train['gather_rows_per_s']:,.0f} | {train['train_rows_per_s']:,.0f} "
-            f"| {train['gather_rows_per_s'] / train['train_rows_per_s']:.0f}x |"
+            f"| {train['gather_rows_per_s'] / train['train_rows_per_s']:.0f}x "
+            f"| {train['gather_blocks_rows_per_s']:,.0f} ({train['gather_blocks_rows_per_s'] / train['train_rows_per_s']:.0f}x) |"
             + (f" {csv['seconds']:.1f} s ({rows / csv['seconds']:,.0f} rows/s; peak RSS {gib(csv['peak_rss'])}) |"
                if csv else ""))
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; FM K=16, batch 4096, "
           f"{args.steps} steps")
     print("| rows | cold build | warm build | peak RSS building (anonymous) | peak RSS training (anonymous; model) "
-          "| store on disk | gathering rows/s | FM training rows/s | gathering / training |"
-          + (" cold build from CSV |" if args.csv else ""))
-    print("| --- " * (10 if args.csv else 9) + "|")
+          f"| store on disk | gathering rows/s | FM training rows/s | gathering / training "
+          f"| gathering, blocks of {BLOCK_ROWS} rows (/ training) |" + (" cold build from CSV |" if args.csv else ""))
+    print("| --- " * (11 if args.csv else 10) + "|")
     print("\n".join(lines))
 
 

@@ -29,12 +29,14 @@ import mmap
 import os
 import shutil
 import uuid
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from lit_ifm.data.schema import Field, FieldSchema
 from lit_ifm.data.sources import SplitOrigin
@@ -69,11 +71,17 @@ class MappedArray:
         self._map = mmap.mmap(self._descriptor, 0, access=mmap.ACCESS_READ)
         self.array = np.frombuffer(self._map, dtype=self.dtype).reshape(shape)
         self._row_bytes = self.array[:1].nbytes
+        with warnings.catch_warnings():  # torch warns that the map is read-only: its rows are only ever read
+            warnings.simplefilter("ignore", UserWarning)
+            self._byte_rows = torch.from_numpy(np.frombuffer(self._map, dtype=np.uint8).reshape(shape[0], -1))
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """The rows ``rows`` (a copy): indexed in the map when it is small, else read from the file."""
-        if self._map is None or len(self._map) <= RESIDENT_BUDGET:
+        if self._map is None:
             return self.array[rows]
+        if len(self._map) <= RESIDENT_BUDGET:  # torch copies rows 3-10x faster than numpy indexes records
+            taken = self._byte_rows.index_select(0, torch.from_numpy(np.asarray(rows, dtype=np.int64)))
+            return taken.numpy().view(self.dtype).reshape(len(rows), *self.shape[1:])
         # Not an index into the map, even unmapped again at once: a batch of 4096 scattered rows maps about 95 KB of
         # page cache per row first (390 MiB of a 3 GiB map), and the peak resident set grows with the map.
         return self._read(np.asarray(rows, dtype=np.int64))
@@ -91,12 +99,13 @@ class MappedArray:
         firsts, lasts = ordered[np.r_[0, cuts]], ordered[np.r_[cuts - 1, len(ordered) - 1]]
         data = b"".join([os.pread(descriptor, size * (last + 1 - first), first * size)
                          for first, last in zip(firsts.tolist(), lasts.tolist())])
-        spans = np.frombuffer(data, dtype=self.dtype).reshape(-1, *self.shape[1:])
         span = np.repeat(np.arange(len(firsts)), np.diff(np.r_[0, cuts, len(ordered)]))
         span_start = np.cumsum(np.r_[0, lasts[:-1] + 1 - firsts[:-1]])
-        taken = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
-        taken[order] = spans[span_start[span] + ordered - firsts[span]]
-        return taken
+        at = np.empty_like(rows)  # where each row asked for lies in what was read
+        at[order] = span_start[span] + ordered - firsts[span]
+        spans = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(-1, size)
+        taken = spans.index_select(0, torch.from_numpy(at)).numpy()
+        return taken.view(self.dtype).reshape(len(rows), *self.shape[1:])
 
     def __getstate__(self) -> dict:
         # Another process (a spawned worker or rank) maps the file again rather than receiving a copy; a store
