@@ -120,10 +120,8 @@ def test_the_memory_map_gives_the_batches_of_the_in_memory_path(case, mixed_sour
 
 @pytest.mark.parametrize("case", ["frappe", "csv_one_file", "parquet_one_file", "csv_splits"])
 def test_chunks_of_a_few_rows_give_the_same_store(case, mixed_sources, frappe_dir, tmp_path, monkeypatch):
-    """Counting, encoding and label mapping chunk by chunk (and partial counts merged as they grow) give what one
-    chunk gives."""
+    """Counting, encoding and label mapping chunk by chunk give what one chunk gives."""
     monkeypatch.setattr(encoding, "CHUNK_ROWS", 997)
-    monkeypatch.setattr(encoding._ValueCounts, "MERGE_AT", 50)
     assert digest_case(case, mixed_sources, frappe_dir, cache_dir=str(tmp_path))[0] == IN_MEMORY_DIGESTS[case]
 
 
@@ -174,6 +172,29 @@ def fnv1a_64(text: str) -> int:
     for byte in text.encode():
         value = ((value ^ byte) * 0x100000001B3) % 2**64
     return value
+
+
+@pytest.mark.parametrize("min_count", [1, 2, 5])
+def test_value_counts_by_hash_keep_the_values_a_counter_keeps(min_count, monkeypatch):
+    from collections import Counter
+
+    rng = np.random.default_rng(min_count)
+    chunks = [[None if value < 0 else f"v{value}" * (1 + value % 3) for value in rng.zipf(1.3, 60) - 2]
+              for _ in range(30)]
+    counts = encoding._ValueCounts("city", min_count)
+    for chunk in chunks:
+        counts.add(pa.array(chunk))
+    counter = Counter(value for chunk in chunks for value in chunk if value is not None)
+    kept, rare = counts.kept()
+    assert kept.to_pylist() == sorted(value for value, count in counter.items() if count >= min_count)
+    assert rare == sum(count < min_count for count in counter.values())
+
+
+def test_two_values_that_share_a_hash_are_refused(monkeypatch):
+    monkeypatch.setattr(encoding, "fnv1a64", lambda strings: np.zeros(len(strings), dtype=np.uint64))
+    counts = encoding._ValueCounts("city", 1)
+    with pytest.raises(DataError, match="column 'city': values 'a' and 'b' share a 64-bit hash"):
+        counts.add(pa.array(["a", "b"]))
 
 
 def test_hashing_maps_values_to_a_fixed_number_of_ids(tmp_path):

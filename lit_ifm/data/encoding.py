@@ -429,8 +429,8 @@ def hash_buckets(strings: pa.ChunkedArray | pa.Array, buckets: int) -> np.ndarra
 
 
 def fnv1a64(strings: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Each string's FNV-1a 64-bit hash, ``uint64``, computed byte position by byte position over the whole array
-    (no loop per string). Missing strings hash as empty ones."""
+    """Each string's FNV-1a 64-bit hash, ``uint64``, computed byte position by byte position over all the strings of
+    one length at once (no loop per string). Missing strings hash as empty ones."""
     array = pc.cast(strings, pa.large_string()).fill_null("")
     array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
     offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset: array.offset + len(array) + 1]
@@ -438,9 +438,14 @@ def fnv1a64(strings: pa.ChunkedArray | pa.Array) -> np.ndarray:
     starts, lengths = offsets[:-1], np.diff(offsets)
     hashes = np.full(len(array), 0xCBF29CE484222325, dtype=np.uint64)
     prime = np.uint64(0x100000001B3)
-    for position in range(int(lengths.max(initial=0))):
-        active = np.flatnonzero(lengths > position)
-        hashes[active] = (hashes[active] ^ data[starts[active] + position]) * prime
+    for length in np.unique(lengths[lengths > 0]).tolist():  # ids of one length are the usual case: one group
+        same_length = np.flatnonzero(lengths == length)
+        for group in np.array_split(same_length, -(-len(same_length) * length // (1 << 22))):  # 4 M bytes at once
+            text = data[starts[group, None] + np.arange(length)]  # (strings, length) bytes
+            value = hashes[group]
+            for position in range(length):
+                value = (value ^ text[:, position]) * prime
+            hashes[group] = value
     return hashes
 
 
@@ -487,36 +492,51 @@ class WordIndex:
 
 
 class _ValueCounts:
-    """How often each value of a field occurs, summed over chunks (merged as the partial counts grow)."""
+    """How often each value of a field occurs, summed chunk by chunk: the distinct values as sorted 64-bit hashes
+    (:func:`fnv1a64`) with their counts, 16 bytes each, and the text of only the values seen ``min_count`` times,
+    taken from the chunk in which they reach it. Holding the text and count of every distinct value as Arrow
+    strings, and merging them, grew a Criteo-shaped build's memory by 0.3 GiB from 1 M to 20 M rows.
 
-    MERGE_AT = 1_000_000  # partial counts held before they are merged, per field
+    Two values of one field that share a hash (about one field in 10^8 at a million values) are refused when they
+    meet in one chunk; in different chunks the later one's count adds to the earlier one's, and its rows read as the
+    field's out-of-vocabulary id.
+    """
 
-    def __init__(self):
-        self.parts: list[pa.Table] = []
-        self.pending = 0
+    def __init__(self, name: str, min_count: int):
+        self.name, self.min_count = name, min_count
+        self.hashes = np.empty(0, dtype=np.uint64)  # sorted, one per distinct value
+        self.counts = np.empty(0, dtype=np.int64)
+        self.kept_words: list[pa.Array] = []  # the text of the values counted min_count times so far
 
     def add(self, values: pa.ChunkedArray | pa.Array) -> None:
-        counts = pc.value_counts(pc.drop_null(values))
-        self.parts.append(pa.table({"values": counts.field("values"), "counts": counts.field("counts")}))
-        self.pending += len(counts)
-        if self.pending > self.MERGE_AT:
-            self._merge()
+        counted = pc.value_counts(pc.drop_null(values))
+        words = counted.field("values")
+        hashes = fnv1a64(words)
+        order = np.argsort(hashes)
+        hashes, counts = hashes[order], counted.field("counts").to_numpy()[order]
+        if len(hashes) > 1 and (same := np.flatnonzero(hashes[1:] == hashes[:-1])).size:
+            pair = words.take(order[[same[0], same[0] + 1]]).to_pylist()
+            raise DataError(f"column {self.name!r}: values {pair[0]!r} and {pair[1]!r} share a 64-bit hash "
+                            "(FNV-1a), so their counts cannot be told apart; please report this data set")
+        at = np.searchsorted(self.hashes, hashes)
+        known = at < len(self.hashes)
+        known[known] = self.hashes[at[known]] == hashes[known]
+        self.counts[at[known]] += counts[known]
+        totals = counts.copy()
+        totals[known] = self.counts[at[known]]
+        new = ~known  # inserted in order: hashes is sorted
+        self.hashes = np.insert(self.hashes, at[new], hashes[new])
+        self.counts = np.insert(self.counts, at[new], counts[new])
+        reached = (totals >= self.min_count) & (totals - counts < self.min_count)
+        if reached.any():
+            self.kept_words.append(words.take(order[reached]))
 
-    def _merge(self) -> None:
-        if len(self.parts) > 1:
-            merged = pa.concat_tables(self.parts).group_by("values").aggregate([("counts", "sum")])
-            self.parts = [pa.table({"values": merged.column("values"), "counts": merged.column("counts_sum")})]
-        self.pending = sum(part.num_rows for part in self.parts)
-
-    def kept(self, min_count: int) -> tuple[pa.Array, int]:
+    def kept(self) -> tuple[pa.Array, int]:
         """The values seen at least ``min_count`` times, sorted, and how many distinct values were rarer."""
-        self._merge()
-        if not self.parts:
-            return pa.array([], pa.string()), 0
-        values, counts = self.parts[0].column("values"), self.parts[0].column("counts")
-        kept = pc.filter(values, pc.greater_equal(counts, min_count))
-        kept = kept.combine_chunks() if isinstance(kept, pa.ChunkedArray) else kept
-        return pc.take(kept, pc.array_sort_indices(kept)), len(values) - len(kept)
+        if not self.kept_words:
+            return pa.array([], pa.string()), len(self.hashes)
+        kept = pa.concat_arrays(self.kept_words)
+        return pc.take(kept, pc.array_sort_indices(kept)), len(self.hashes) - len(kept)
 
 
 class TableVocabulary:
@@ -529,7 +549,7 @@ class TableVocabulary:
     def __init__(self, columns: list[ColumnSpec], label: str | None, max_values: int | None,
                  report: EncodingReport):
         self.columns, self.label, self.max_values, self.report = columns, label, max_values, report
-        self.counts = {spec.name: _ValueCounts() for spec in columns if _counted(spec)}
+        self.counts = {spec.name: _ValueCounts(spec.name, spec.min_count) for spec in columns if _counted(spec)}
         self.longest = {spec.name: 0 for spec in columns if spec.kind == "multi"}
 
     @property
@@ -571,11 +591,11 @@ class TableVocabulary:
             else:
                 self.slots.append(1)
             if spec.hash_buckets:
-                kept = self.counts.pop(spec.name).kept(spec.min_count)[0] if spec.name in self.counts else None
+                kept = self.counts.pop(spec.name).kept()[0] if spec.name in self.counts else None
                 self.vocabularies.append(kept)
                 offset += spec.hash_buckets + 1
                 continue
-            kept, rare = self.counts.pop(spec.name).kept(spec.min_count)  # every count freed once the kept are known
+            kept, rare = self.counts.pop(spec.name).kept()  # every count freed once the kept are known
             self.report.rare_features[spec.name] += rare
             self.vocabularies.append(kept)
             offset += len(kept) + 1
