@@ -440,7 +440,8 @@ def fnv1a64(strings: pa.ChunkedArray | pa.Array) -> np.ndarray:
     prime = np.uint64(0x100000001B3)
     for length in np.unique(lengths[lengths > 0]).tolist():  # ids of one length are the usual case: one group
         same_length = np.flatnonzero(lengths == length)
-        for group in np.array_split(same_length, -(-len(same_length) * length // (1 << 22))):  # 4 M bytes at once
+        groups = min(len(same_length), -(-len(same_length) * length // (1 << 22)))  # about 4 M bytes at once
+        for group in np.array_split(same_length, groups):
             text = data[starts[group, None] + np.arange(length)]  # (strings, length) bytes
             value = hashes[group]
             for position in range(length):
@@ -498,8 +499,8 @@ class _ValueCounts:
     strings, and merging them, grew a Criteo-shaped build's memory by 0.3 GiB from 1 M to 20 M rows.
 
     Two values of one field that share a hash (about one field in 10^8 at a million values) are refused when they
-    meet in one chunk; in different chunks the later one's count adds to the earlier one's, and its rows read as the
-    field's out-of-vocabulary id.
+    meet in one chunk; in different chunks their counts add up and only one's text is kept, so the other's rows read
+    as the field's out-of-vocabulary id.
     """
 
     def __init__(self, name: str, min_count: int):

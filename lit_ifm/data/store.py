@@ -91,7 +91,9 @@ class MappedArray:
         """``rows`` by positioned reads: one per span of rows that lie at most :data:`READ_GAP` bytes apart (an
         evaluation batch is one span, a block-shuffled batch one per block), then put in the order asked."""
         descriptor, size = self._descriptor, self._row_bytes
-        if len(rows) and np.all(np.diff(rows) == 1):  # a run of rows (evaluation batches): one read, nothing to order
+        if not len(rows):
+            return np.empty((0, *self.shape[1:]), dtype=self.dtype)
+        if np.all(np.diff(rows) == 1):  # a run of rows (evaluation batches): one read, nothing to order
             data = os.pread(descriptor, size * len(rows), int(rows[0]) * size)
             return np.frombuffer(bytearray(data), dtype=self.dtype).reshape(len(rows), *self.shape[1:])  # writable
         order = np.argsort(rows, kind="stable")
