@@ -107,7 +107,7 @@ def loop_rates(model_class, data, model_args, epochs: int, batch_size: int, devi
     train = data.prepared.splits["train"]
     ids = torch.from_numpy(train.feature_ids.astype(np.int64))
     values, labels = torch.from_numpy(train.feature_values), torch.from_numpy(np.array(train.labels))
-    unit_values = bool((values == 1).all())  # as the data module's batches say: embeddings need no scaling
+    unit_values = train.unit_values(train.feature_values)  # as the data module's batches say it
     if torch.device(device).type == "cuda":
         ids, values, labels = ids.pin_memory(), values.pin_memory(), labels.pin_memory()
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")

@@ -47,9 +47,8 @@ class FieldBatchDataset(Dataset):
         if self.labels is None:
             rows = indices.numpy() if isinstance(indices, torch.Tensor) else np.asarray(indices, dtype=np.int64)
             ids, values, labels = self.split.gather(rows)
-            unit_values = not self.split.value_slots and bool(values.all())  # every slot holds a feature
             return FieldBatch(torch.from_numpy(ids), torch.from_numpy(values), torch.from_numpy(labels),
-                              torch.from_numpy(rows), unit_values)
+                              torch.from_numpy(rows), self.split.unit_values(values))
         index = torch.as_tensor(indices, dtype=torch.long, device=self.labels.device)
         return FieldBatch(self.feature_ids[index], self.feature_values[index], self.labels[index], index,
                           self.unit_values)
@@ -58,7 +57,7 @@ class FieldBatchDataset(Dataset):
         """Copies the rows to ``device``, so that batches are gathered where the model is."""
         self.feature_ids = torch.from_numpy(self.split.feature_ids.astype(np.int64)).to(device)
         values = self.split.feature_values
-        self.unit_values = bool((values == 1).all())  # then so is every batch's
+        self.unit_values = self.split.unit_values(values)  # then so is every batch's
         self.feature_values = torch.from_numpy(values).to(device)
         self.labels = torch.from_numpy(np.array(self.split.labels)).to(device)
         return self

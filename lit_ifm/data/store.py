@@ -93,9 +93,6 @@ class MappedArray:
         descriptor, size = self._descriptor, self._row_bytes
         if not len(rows):
             return np.empty((0, *self.shape[1:]), dtype=self.dtype)
-        if np.all(np.diff(rows) == 1):  # a run of rows (evaluation batches): one read, nothing to order
-            data = os.pread(descriptor, size * len(rows), int(rows[0]) * size)
-            return np.frombuffer(bytearray(data), dtype=self.dtype).reshape(len(rows), *self.shape[1:])  # writable
         order = np.argsort(rows, kind="stable")
         ordered = rows[order]
         cuts = np.flatnonzero(np.diff(ordered) > 1 + READ_GAP // size) + 1
@@ -107,7 +104,7 @@ class MappedArray:
         at = np.empty_like(rows)  # where each row asked for lies in what was read
         at[order] = span_start[span] + ordered - firsts[span]
         spans = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(-1, size)
-        taken = spans.index_select(0, torch.from_numpy(at)).numpy()
+        taken = spans.index_select(0, torch.from_numpy(at)).numpy()  # writable
         return taken.view(self.dtype).reshape(len(rows), *self.shape[1:])
 
     def __getstate__(self) -> dict:
@@ -178,6 +175,11 @@ class EncodedSplit:
         if self.value_slots:
             values[:, list(self.value_slots)] = slot_values
         return values
+
+    def unit_values(self, values: np.ndarray) -> bool:
+        """Whether every one of ``values`` (rows of this split's values) is 1 (:attr:`FieldBatch.unit_values`):
+        every slot holds a feature and none stores a number."""
+        return not self.value_slots and bool(values.all())
 
     def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Ids ``(B, S)`` int64, values ``(B, S)`` float32 and labels ``(B,)`` of ``rows`` (see
