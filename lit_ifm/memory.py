@@ -1,8 +1,12 @@
-"""Checking that a model's parameters fit in memory before they are allocated."""
+"""Checking that a model's parameters fit in memory before they are allocated, and handing freed memory back to
+the system while a data store is built."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from lit_ifm.errors import ConfigError
@@ -49,3 +53,42 @@ def check_parameter_memory(model: str, rows: int, width: int, bytes_per_value: i
         raise ConfigError(f"{model} needs {format_bytes(needed)} for its embedding tables ({rows:,} feature ids x "
                           f"{width} values), more than the {format_bytes(available)} of memory available: lower "
                           "embedding_dim, or raise min_count to drop rare values")
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+RETURNED_FROM = 128 << 10  # glibc's own starting threshold
+GLIBC_CEILING = 32 << 20  # where glibc stops raising the threshold on 64-bit machines
+
+
+def _glibc_mallopt():
+    """glibc's ``mallopt``, or None under another C library (musl, macOS), whose allocators keep no such threshold."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 (only glibc has it)
+        return libc.mallopt
+    except (OSError, AttributeError):
+        return None
+
+
+@contextmanager
+def freed_blocks_returned() -> Iterator[None]:
+    """While inside, blocks of 128 KiB and more that the process frees go straight back to the system.
+
+    glibc serves blocks over a threshold from ``mmap``, which a free returns at once; smaller ones from its heaps,
+    which keep freed memory for reuse. It raises the threshold to the largest block freed so far, up to 32 MiB.
+    A store's count pass frees blocks that grow with the number of distinct values, so the encode pass after it
+    kept 0.15 GiB more of freed memory at 20 M Criteo-shaped rows than at 1 M (peak RssAnon 1.03 against 0.87
+    GiB; held at 128 KiB: 0.92 against 0.88). On leaving, the threshold is set where glibc's own raising ends (and
+    the heaps' trim threshold at twice that, as glibc sets it): held at 128 KiB it would make training, which
+    frees tensors of a few MiB every step, three times slower. Elsewhere than glibc this does nothing.
+    """
+    mallopt = _glibc_mallopt()
+    if mallopt is None:
+        yield
+        return
+    mallopt(M_MMAP_THRESHOLD, RETURNED_FROM)
+    try:
+        yield
+    finally:
+        mallopt(M_MMAP_THRESHOLD, GLIBC_CEILING)
+        mallopt(M_TRIM_THRESHOLD, 2 * GLIBC_CEILING)

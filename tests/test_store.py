@@ -23,7 +23,7 @@ import pytest
 import torch
 from conftest import FRAPPE_FIELDS, REPO
 
-from lit_ifm import DataError, FieldAwareDataModule, SyntheticConfig
+from lit_ifm import DataError, FieldAwareDataModule, SyntheticConfig, memory
 from lit_ifm.data import encoding, sources
 
 
@@ -338,6 +338,39 @@ def test_two_processes_building_the_same_store_build_it_once(mixed_sources, tmp_
     assert len(log.read_text().splitlines()) == 1  # the second waited for the first's store
     assert outputs[0][0] == outputs[1][0]
     assert len([path for path in (cache / "encoded").iterdir() if path.is_dir()]) == 1
+
+
+GIVEN_BACK = textwrap.dedent("""
+    import sys, tempfile
+    from pathlib import Path
+    import numpy as np
+    from lit_ifm.data import store
+
+    def anon_mib():
+        return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("RssAnon")) / 1024
+
+    def given_back(folder=None):
+        freed = np.ones(16 << 20, np.uint8)
+        del freed  # glibc now serves blocks of under 16 MiB from its heaps, which keep what is freed
+        blocks = [np.ones(1 << 20, np.uint8) for _ in range(64)]
+        before = anon_mib()
+        del blocks[:-1]
+        print(round(before - anon_mib()))
+
+    given_back()
+    store.build_once(Path(tempfile.mkdtemp()), "store", given_back)
+    given_back()
+""")
+
+
+@pytest.mark.skipif(memory._glibc_mallopt() is None or not Path("/proc/self/status").exists(),
+                    reason="glibc's malloc thresholds, read through Linux's /proc")
+def test_a_build_gives_freed_memory_back_and_then_leaves_malloc_as_training_wants_it():
+    done = subprocess.run([sys.executable, "-c", GIVEN_BACK], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    before, building, after = map(int, done.stdout.split())
+    assert building >= 56  # MiB of the 63 freed: each block went back to the system
+    assert before <= 8 and after <= 8  # kept for reuse, before the build and after it (not a fixed 128 KiB)
 
 
 def resident_kib(path: Path) -> int:

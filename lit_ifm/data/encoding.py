@@ -452,16 +452,19 @@ def fnv1a64(strings: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 class WordIndex:
     """Positions of tokens in a vocabulary, built once. ``pc.index_in`` hashes the whole vocabulary on every call:
-    fast for up to a few hundred thousand words, 0.37 s a chunk for a million. A vocabulary of at least
-    :attr:`HASHED_FROM` words is therefore hashed (:func:`fnv1a64`) and sorted once, each chunk's hashes are searched
-    in it, and the words checked: 86 ms a chunk for a million words. Should two words share a hash (about one
-    vocabulary in 10^7 at a million words), ``index_in`` stays.
+    fast alone for up to a few hundred thousand words (39 ms a chunk at 300k words), 0.37 s a chunk for a million.
+    A vocabulary of at least :attr:`HASHED_FROM` words is therefore hashed (:func:`fnv1a64`) and sorted once, each
+    chunk's hashes are searched in it, and the words checked: 61 ms a chunk at 300k words, 86 ms for a million.
+    Should two words share a hash (about one vocabulary in 10^7 at a million words), ``index_in`` stays.
 
     >>> WordIndex(pa.array(["b", "c"])).positions(pa.array(["c", "a", None, "b"]))
     (array([1, 0, 0, 0]), array([ True, False, False,  True]))
     """
 
-    HASHED_FROM = 1 << 19  # measured crossing: index_in 60 ms and the search 107 ms at 300k words, a chunk of 262k
+    # Not the crossing of one call alone: in a build, with fields encoded side by side, index_in's hash tables cost
+    # more and the allocators keep what they free. 20 M Criteo-shaped rows: 82 s and 0.92 GiB peak RssAnon from 64k
+    # words, 99 s and 0.98 GiB from 512k; at 1 M and 5 M rows the same either way.
+    HASHED_FROM = 1 << 16
 
     def __init__(self, words: pa.Array):
         self.words = words
