@@ -70,17 +70,30 @@ def _glibc_mallopt():
         return None
 
 
+def keep_freed_memory_for_reuse() -> None:
+    """Has glibc keep freed blocks of up to 32 MiB for reuse, and trim its heaps only past 64 MiB free: the
+    thresholds where its own raising of them ends. It starts them at 128 KiB and raises them only as larger blocks
+    are freed, so a training process gives the memory of its tensors back and faults it in again step after step:
+    FM's plain loop on Frappe at batch 4096 ran at 0.40-0.50 M samples/s with them held, 0.25-0.44 M without, and
+    NFM's at 0.36-0.41 M against 0.30-0.40 M (nine and six epochs each, alternating, on the 2-core machine of
+    benchmarks/RESULTS.md). Elsewhere than glibc this does nothing.
+    """
+    if (mallopt := _glibc_mallopt()) is not None:
+        mallopt(M_MMAP_THRESHOLD, GLIBC_CEILING)
+        mallopt(M_TRIM_THRESHOLD, 2 * GLIBC_CEILING)
+
+
 @contextmanager
 def freed_blocks_returned() -> Iterator[None]:
-    """While inside, blocks of 128 KiB and more that the process frees go straight back to the system.
+    """While inside, blocks of 128 KiB and more that the process frees go straight back to the system; on leaving,
+    :func:`keep_freed_memory_for_reuse`.
 
-    glibc serves blocks over a threshold from ``mmap``, which a free returns at once; smaller ones from its heaps,
-    which keep freed memory for reuse. It raises the threshold to the largest block freed so far, up to 32 MiB.
-    A store's count pass frees blocks that grow with the number of distinct values, so the encode pass after it
-    kept 0.15 GiB more of freed memory at 20 M Criteo-shaped rows than at 1 M (peak RssAnon 1.03 against 0.87
-    GiB; held at 128 KiB: 0.92 against 0.88). On leaving, the threshold is set where glibc's own raising ends (and
-    the heaps' trim threshold at twice that, as glibc sets it): held at 128 KiB it would make training, which
-    frees tensors of a few MiB every step, three times slower. Elsewhere than glibc this does nothing.
+    glibc serves blocks over a threshold from ``mmap``, which a free returns at once, and smaller ones from its
+    heaps, which keep freed memory for reuse; it raises the threshold to the largest block freed so far. A store's
+    count pass frees blocks that grow with the number of distinct values, so the encode pass after it kept 0.15 GiB
+    more of freed memory at 20 M Criteo-shaped rows than at 1 M (peak RssAnon 1.03 against 0.87 GiB; held at 128
+    KiB: 0.92 against 0.88). Held there afterwards, it would make training three times slower. Elsewhere than glibc
+    this does nothing.
     """
     mallopt = _glibc_mallopt()
     if mallopt is None:
@@ -90,5 +103,4 @@ def freed_blocks_returned() -> Iterator[None]:
     try:
         yield
     finally:
-        mallopt(M_MMAP_THRESHOLD, GLIBC_CEILING)
-        mallopt(M_TRIM_THRESHOLD, 2 * GLIBC_CEILING)
+        keep_freed_memory_for_reuse()

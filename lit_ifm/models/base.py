@@ -17,7 +17,7 @@ from lit_ifm.data.batch import FieldBatch, StepGroup
 from lit_ifm.data.schema import FieldSchema
 from lit_ifm.errors import CheckpointError, ConfigError
 from lit_ifm.layers import embedding_rows
-from lit_ifm.memory import check_parameter_memory
+from lit_ifm.memory import check_parameter_memory, keep_freed_memory_for_reuse
 
 Task = Literal["regression", "binary"]
 OptimizerName = Literal["adam", "adamw", "adagrad", "sgd"]
@@ -220,6 +220,7 @@ class FieldAwareModel(L.LightningModule):
         return steps
 
     def on_train_start(self) -> None:
+        keep_freed_memory_for_reuse()
         trainer = self._trainer
         if (steps := self._steps_per_call()) > 1:
             self._check_steps_per_call(trainer, steps)
