@@ -1,5 +1,5 @@
-"""Checking that a model's parameters fit in memory before they are allocated, and handing freed memory back to
-the system while a data store is built."""
+"""Checking that a model's parameters fit in memory before they are allocated; glibc's malloc thresholds while a
+data store is built (freed memory handed back) and while a model trains (freed memory kept for reuse)."""
 
 from __future__ import annotations
 
@@ -61,12 +61,18 @@ GLIBC_CEILING = 32 << 20  # where glibc stops raising the threshold on 64-bit ma
 
 
 def _glibc_mallopt():
-    """glibc's ``mallopt``, or None under another C library (musl, macOS), whose allocators keep no such threshold."""
+    """glibc's ``mallopt``, or None under another C library (musl, macOS, Windows), whose allocators keep no such
+    threshold, and where the process was started with thresholds of its own (``MALLOC_*_THRESHOLD_``, or
+    ``GLIBC_TUNABLES``), which are left as they are."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ or \
+            "malloc.mmap_threshold" in tunables or "malloc.trim_threshold" in tunables:
+        return None
     try:
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # noqa: B018 (only glibc has it)
         return libc.mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # TypeError: Windows, where CDLL wants a name
         return None
 
 
@@ -91,9 +97,10 @@ def freed_blocks_returned() -> Iterator[None]:
     glibc serves blocks over a threshold from ``mmap``, which a free returns at once, and smaller ones from its
     heaps, which keep freed memory for reuse; it raises the threshold to the largest block freed so far. A store's
     count pass frees blocks that grow with the number of distinct values, so the encode pass after it kept 0.15 GiB
-    more of freed memory at 20 M Criteo-shaped rows than at 1 M (peak RssAnon 1.03 against 0.87 GiB; held at 128
-    KiB: 0.92 against 0.88). Held there afterwards, it would make training three times slower. Elsewhere than glibc
-    this does nothing.
+    more of freed memory at 20 M Criteo-shaped rows than at 1 M (peak RssAnon 1.05-1.08 against 0.89-0.90 GiB; held
+    at 128 KiB: 0.97-0.98 against 0.85, benchmarks/RESULTS.md). Held there afterwards, it made FM's training at
+    batch 1024 three times slower. Elsewhere than glibc this does nothing. Two builds at once in one process (two
+    threads) share the setting: the first to finish ends it for both.
     """
     mallopt = _glibc_mallopt()
     if mallopt is None:

@@ -220,6 +220,8 @@ class FieldAwareModel(L.LightningModule):
         return steps
 
     def on_train_start(self) -> None:
+        """Checks what ``steps_per_call`` cannot do, carries the step count over and keeps freed memory for reuse
+        (:func:`~lit_ifm.memory.keep_freed_memory_for_reuse`): a subclass's own hook calls it first."""
         keep_freed_memory_for_reuse()
         trainer = self._trainer
         if (steps := self._steps_per_call()) > 1:
