@@ -85,8 +85,12 @@ def keep_freed_memory_for_reuse() -> None:
     benchmarks/RESULTS.md). Elsewhere than glibc this does nothing.
     """
     if (mallopt := _glibc_mallopt()) is not None:
-        mallopt(M_MMAP_THRESHOLD, GLIBC_CEILING)
-        mallopt(M_TRIM_THRESHOLD, 2 * GLIBC_CEILING)
+        _for_reuse(mallopt)
+
+
+def _for_reuse(mallopt) -> None:
+    mallopt(M_MMAP_THRESHOLD, GLIBC_CEILING)
+    mallopt(M_TRIM_THRESHOLD, 2 * GLIBC_CEILING)
 
 
 @contextmanager
@@ -110,4 +114,4 @@ def freed_blocks_returned() -> Iterator[None]:
     try:
         yield
     finally:
-        keep_freed_memory_for_reuse()
+        _for_reuse(mallopt)

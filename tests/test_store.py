@@ -175,7 +175,7 @@ def fnv1a_64(text: str) -> int:
 
 
 @pytest.mark.parametrize("min_count", [1, 2, 5])
-def test_value_counts_by_hash_keep_the_values_a_counter_keeps(min_count, monkeypatch):
+def test_value_counts_by_hash_keep_the_values_a_counter_keeps(min_count):
     from collections import Counter
 
     rng = np.random.default_rng(min_count)

@@ -525,9 +525,10 @@ class _ValueCounts:
         at = np.searchsorted(self.hashes, hashes)
         known = at < len(self.hashes)
         known[known] = self.hashes[at[known]] == hashes[known]
-        self.counts[at[known]] += counts[known]
+        seen_at = at[known]
+        self.counts[seen_at] += counts[known]
         totals = counts.copy()
-        totals[known] = self.counts[at[known]]
+        totals[known] = self.counts[seen_at]
         new = ~known  # inserted in order: hashes is sorted
         self.hashes = np.insert(self.hashes, at[new], hashes[new])
         self.counts = np.insert(self.counts, at[new], counts[new])
