@@ -15,7 +15,8 @@ categorical=C1..C26, numeric=I1..I13, min_count=2)``:
   Avazu_x1 come as CSV);
 - training: FM (K = 16) for ``--steps`` steps at batch 4096 through ``Trainer.fit``, and in the same process the
   train DataLoader alone for as many batches: gathering against training speed, with rows shuffled one by one
-  (the default) and in blocks of 64 (``shuffle_block_rows=64``).
+  (the default), then both again in another process in blocks of rows, as the Criteo and Avazu recipes load
+  (``shuffle_block_rows`` of recipes/fm_criteo.yaml); the peak RSS training is the larger of the two.
 
 Each process reports its wall time and its peak resident set (``ru_maxrss``, which counts the pages of the memory
 maps it touched), and the peak of its anonymous memory alone (``RssAnon`` sampled every 20 ms: memory that is not
@@ -41,12 +42,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv
 import pyarrow.parquet as pq
+import yaml
 
 NUMERIC = [f"I{index}" for index in range(1, 14)]
 CATEGORICAL = [f"C{index}" for index in range(1, 27)]
 VOCABULARIES = np.geomspace(10, 1_000_000, len(CATEGORICAL)).round().astype(int)  # 10 .. 1 M values
 WRITE_ROWS = 1 << 18
-BLOCK_ROWS = 64  # --data.shuffle_block_rows of the second gathering figure
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "fm_criteo.yaml"
+BLOCK_ROWS = yaml.safe_load(RECIPE.read_text())["data"]["shuffle_block_rows"]  # the Criteo recipes' loading
 
 
 def write_criteo_like(path: Path, rows: int, seed: int = 0) -> None:
@@ -147,16 +150,14 @@ def step_build(source: str, cache_dir: str) -> dict:
             "num_features": data.schema.num_features, **watch.stop()}
 
 
-def step_train(source: str, cache_dir: str, steps: int) -> dict:
+def training_speed(source: str, cache_dir: str, steps: int, shuffle_block_rows: int = 1) -> tuple[float, int]:
+    """Rows/s of FM's training batches after the first 10 (Trainer.fit, batch 4096), and the model's bytes."""
     import lightning as L
     import torch
 
     from lit_ifm import FM
 
-    watch = MemoryWatch()
-    gather = gathering_speed(source, cache_dir, steps)
-    gather_blocks = gathering_speed(source, cache_dir, steps, shuffle_block_rows=BLOCK_ROWS)
-    data = data_module(source, cache_dir)
+    data = data_module(source, cache_dir, shuffle_block_rows=shuffle_block_rows)
     data.setup("fit")
 
     class StepTimer(L.Callback):
@@ -174,10 +175,15 @@ def step_train(source: str, cache_dir: str, steps: int) -> dict:
                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
                         accelerator="cpu", devices=1, callbacks=[timer])
     trainer.fit(model, datamodule=data)
-    training = (steps - 10) * 4096 / timer.seconds
     parameters = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
-    return {"gather_rows_per_s": gather, "gather_blocks_rows_per_s": gather_blocks, "train_rows_per_s": training,
-            "model_bytes": parameters, **watch.stop()}
+    return (steps - 10) * 4096 / timer.seconds, parameters
+
+
+def step_train(source: str, cache_dir: str, steps: int, shuffle_block_rows: int) -> dict:
+    watch = MemoryWatch()
+    gather = gathering_speed(source, cache_dir, steps, shuffle_block_rows)
+    training, parameters = training_speed(source, cache_dir, steps, shuffle_block_rows)
+    return {"gather_rows_per_s": gather, "train_rows_per_s": training, "model_bytes": parameters, **watch.stop()}
 
 
 def in_fresh_process(step: str, *args: str) -> dict:
@@ -201,12 +207,13 @@ def main() -> None:
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--block-rows", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step == "build":
         print(json.dumps(step_build(args.source, args.cache_dir)))
         return
     if args.step == "train":
-        print(json.dumps(step_train(args.source, args.cache_dir, args.steps)))
+        print(json.dumps(step_train(args.source, args.cache_dir, args.steps, args.block_rows)))
         return
 
     folder = Path(args.folder)
@@ -221,8 +228,9 @@ def main() -> None:
         cache_dir = tempfile.mkdtemp(prefix=f"store_{rows}_", dir=folder)
         cold = in_fresh_process("build", "--source", str(source), "--cache-dir", cache_dir)
         warm = in_fresh_process("build", "--source", str(source), "--cache-dir", cache_dir)
-        train = in_fresh_process("train", "--source", str(source), "--cache-dir", cache_dir, "--steps",
-                                 str(args.steps))
+        train, blocks = (in_fresh_process("train", "--source", str(source), "--cache-dir", cache_dir, "--steps",
+                                          str(args.steps), "--block-rows", str(block_rows))
+                         for block_rows in (1, BLOCK_ROWS))
         csv = {}
         if args.csv:
             copy = source.with_suffix(".csv")
@@ -230,14 +238,16 @@ def main() -> None:
                 write_csv_copy(source, copy)
             csv = in_fresh_process("build", "--source", str(copy), "--cache-dir",
                                    tempfile.mkdtemp(prefix=f"csv_{rows}_", dir=folder))
-        print(json.dumps({"rows": rows, "cold": cold, "warm": warm, "train": train, "csv": csv}), flush=True)
+        peak = max(train, blocks, key=lambda step: step["peak_rss"])
+        print(json.dumps({"rows": rows, "cold": cold, "warm": warm, "train": train, "blocks": blocks, "csv": csv}), flush=True)
         lines.append(
             f"| {rows:,} | {cold['seconds']:.1f} s ({rows / cold['seconds']:,.0f} rows/s) | {warm['seconds'] * 1000:.0f} ms "
-            f"| {gib(cold['peak_rss'])} ({gib(cold['peak_anon'])}) | {gib(train['peak_rss'])} "
-            f"({gib(train['peak_anon'])}; model {gib(train['model_bytes'])}) | {gib(cold['store_bytes'])} "
+            f"| {gib(cold['peak_rss'])} ({gib(cold['peak_anon'])}) | {gib(peak['peak_rss'])} "
+            f"({gib(peak['peak_anon'])}; model {gib(train['model_bytes'])}) | {gib(cold['store_bytes'])} "
             f"| {train['gather_rows_per_s']:,.0f} | {train['train_rows_per_s']:,.0f} "
             f"| {train['gather_rows_per_s'] / train['train_rows_per_s']:.0f}x "
-            f"| {train['gather_blocks_rows_per_s']:,.0f} ({train['gather_blocks_rows_per_s'] / train['train_rows_per_s']:.0f}x) |"
+            f"| {blocks['gather_rows_per_s']:,.0f} | {blocks['train_rows_per_s']:,.0f} "
+            f"| {blocks['gather_rows_per_s'] / blocks['train_rows_per_s']:.0f}x |"
             + (f" {csv['seconds']:.1f} s ({rows / csv['seconds']:,.0f} rows/s; peak RSS {gib(csv['peak_rss'])}) |"
                if csv else ""))
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, "
@@ -245,8 +255,9 @@ def main() -> None:
           f"{args.steps} steps")
     print("| rows | cold build | warm build | peak RSS building (anonymous) | peak RSS training (anonymous; model) "
           f"| store on disk | gathering rows/s | FM training rows/s | gathering / training "
-          f"| gathering, blocks of {BLOCK_ROWS} rows (/ training) |" + (" cold build from CSV |" if args.csv else ""))
-    print("| --- " * (11 if args.csv else 10) + "|")
+          f"| gathering, blocks of {BLOCK_ROWS} rows | FM training, blocks | gathering / training, blocks |"
+          + (" cold build from CSV |" if args.csv else ""))
+    print("| --- " * (13 if args.csv else 12) + "|")
     print("\n".join(lines))
 
 

@@ -10,7 +10,8 @@ NFM hidden (64), dropout 0. Every column is samples/s of training batches only (
 backward and the optimizer step; never validation), the median of the timed epochs after the warm-up ones (a new
 process runs its first epochs up to a fifth slower). The
 columns run in turn, ``--rounds`` times, each first once, so that a shared machine's drift (runs of one loop
-here differ by a quarter from minute to minute) falls on all of them alike:
+here differ by a quarter from minute to minute) falls on all of them alike; each ratio is the median of the
+rounds' ratios (their range in brackets), each round's columns run within minutes of each other:
 
 - ``cli``: ``python -m lit_ifm fit`` in a process of its own, exactly as users run it: cli.yaml's callbacks
   (checkpoints, early stopping, field importance, throughput), the W&B logger (offline), validation every
@@ -193,6 +194,15 @@ def torchfm_rates(peers_python: str, models: list[str]) -> dict[str, float]:
         return rates
 
 
+def paired_ratio(rates: list[float], baselines: list[float], style: str = ".2f") -> str:
+    """The median of the rounds' ratios, then their range: each round's columns ran within minutes of each
+    other, so the machine's drift over the whole run (a third here) cancels out of a round's ratio."""
+    ratios = sorted(rate / baseline for rate, baseline in zip(rates, baselines))
+    suffix = "x" if style == ".2f" else ""
+    return (f"{statistics.median(ratios):{style}}{suffix} ({ratios[0]:{style}}-{ratios[-1]:{style}}{suffix})"
+            if len(ratios) > 1 else f"{ratios[0]:{style}}{suffix}")
+
+
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
@@ -248,24 +258,26 @@ def main() -> None:
         return
     torchfm = set() if args.no_peers else set(TORCHFM_MODELS)
     lines = [f"`python benchmarks/throughput.py {' '.join(sys.argv[1:])}`: {machine()}; {rows:,} training rows of "
-             f"Frappe (binary), K = 64, Adam; median samples/s of {args.rounds} x {args.epochs - args.warmup} timed epochs "
-             f"after {args.warmup} warm-up ones, the columns run in turn (torchfm: one timed epoch a round, the peers' "
-             "harness).",
+             f"Frappe (binary), K = 64, Adam; samples/s: the median of {args.rounds} rounds' medians of "
+             f"{args.epochs - args.warmup} timed epochs after {args.warmup} warm-up ones, the columns run in turn "
+             "(torchfm: one timed epoch a round, the peers' harness); ratios: the median of the rounds' ratios "
+             "(range).",
              "", "| model | batch | CLI as users run it | bare Trainer | plain loop | CLI / loop | Trainer / loop "
              "| torchfm | CLI / torchfm |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     print("\n".join(lines), flush=True)
     for model in args.models:
         for batch_size in args.batch_sizes:
             columns = ["cli", "trainer", "loop"] + (["torchfm"] if model in torchfm and batch_size == 1024 else [])
-            rates = {name: [] for name in columns}
+            runs = {name: [] for name in columns}  # each round's median samples/s
             for round_ in range(args.rounds):  # in turn, each first once: the machine's drift falls on all alike
                 for name in columns[round_ % len(columns):] + columns[:round_ % len(columns)]:
-                    rates[name] += column_rates(name, model, batch_size, data_args, args)
-            cli, bare, loop = (statistics.median(rates[name]) for name in ("cli", "trainer", "loop"))
-            peer = statistics.median(rates["torchfm"]) if "torchfm" in rates else None
-            versus = f"{peer:,.0f} | {cli / peer:.2f}x" if peer else "- | -"
-            lines.append(f"| {model} | {batch_size} | {cli:,.0f} | {bare:,.0f} | {loop:,.0f} | {cli / loop:.0%} | "
-                         f"{bare / loop:.0%} | {versus} |")
+                    runs[name].append(statistics.median(column_rates(name, model, batch_size, data_args, args)))
+            cli, bare, loop = (statistics.median(runs[name]) for name in ("cli", "trainer", "loop"))
+            versus = f"{statistics.median(runs['torchfm']):,.0f} | {paired_ratio(runs['cli'], runs['torchfm'])}" \
+                if "torchfm" in runs else "- | -"
+            lines.append(f"| {model} | {batch_size} | {cli:,.0f} | {bare:,.0f} | {loop:,.0f} | "
+                         f"{paired_ratio(runs['cli'], runs['loop'], '.0%')} | "
+                         f"{paired_ratio(runs['trainer'], runs['loop'], '.0%')} | {versus} |")
             print(lines[-1], flush=True)
     lines.append(f"\n{time.strftime('%Y-%m-%d')}, {(time.perf_counter() - started) / 60:.0f} min.\n")
     if args.write_results:

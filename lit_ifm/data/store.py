@@ -137,6 +137,10 @@ class EncodedSplit:
                  value_slots: tuple[int, ...], labels: np.ndarray | MappedArray, padding_id: int,
                  origin: SplitOrigin | None = None):
         self.name, self.value_slots, self.padding_id = name, tuple(value_slots), int(padding_id)
+        first, last = (self.value_slots[0], self.value_slots[-1]) if self.value_slots else (0, -1)
+        # numeric fields sit side by side: a slice assigns their values a third faster than a list of columns
+        side_by_side = self.value_slots == tuple(range(first, last + 1))
+        self._value_columns = slice(first, last + 1) if side_by_side else list(self.value_slots)
         self.origin = origin or SplitOrigin(Path(name))
         if isinstance(feature_ids, MappedArray):  # a store's records: ids and values side by side
             self._records = feature_ids
@@ -174,7 +178,7 @@ class EncodedSplit:
         feature, 0 where it is empty, the stored number in :attr:`value_slots`."""
         values = (ids != self.padding_id).astype(np.float32)
         if self.value_slots:
-            values[:, list(self.value_slots)] = slot_values
+            values[:, self._value_columns] = slot_values
         return values
 
     def unit_values(self, values: np.ndarray) -> bool:
