@@ -8,7 +8,7 @@ import lightning as L
 import pandas as pd
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary
 from lightning.pytorch.loggers import Logger
 
 from helpers import MODELS
@@ -223,6 +223,25 @@ def test_lit_ifm_callbacks_leave_lightning_no_batch_hook_to_call_in_vain(tmp_pat
     trainer(tmp_path, max_epochs=1, callbacks=[CountsBackward()]).fit(fresh_fm(data), datamodule=data)
     assert CountsBackward.calls == 9  # 1,050 rows in batches of 128
     assert CountsBackward.on_before_backward is None
+
+
+def test_lightnings_own_callbacks_are_left_no_idle_batch_hook_to_call(tmp_path):
+    class CountsBackward(L.Callback):  # a user's callback, not a SkipsIdleBatchHooks
+        calls = 0
+
+        def on_after_backward(self, trainer, pl_module):
+            CountsBackward.calls += 1
+
+    data, checkpoint, counter = small_data(), ModelCheckpoint(dirpath=tmp_path), CountsBackward()
+    run = trainer(tmp_path, max_epochs=1, callbacks=[checkpoint, counter], enable_checkpointing=True,
+                  enable_model_summary=True)
+    assert checkpoint.on_after_backward is not None  # until the model's setup
+    run.fit(fresh_fm(data), datamodule=data)
+    summary = next(callback for callback in run.callbacks if isinstance(callback, ModelSummary))  # the Trainer's
+    assert checkpoint.on_after_backward is None and summary.on_before_optimizer_step is None
+    assert checkpoint.on_train_batch_end is not None  # one of its own: still called
+    assert counter.on_before_backward is None and CountsBackward.calls == 9  # 1,050 rows in batches of 128
+    assert ModelCheckpoint.on_after_backward is L.Callback.on_after_backward  # the classes are left as they are
 
 
 @pytest.mark.filterwarnings("ignore:You requested to overfit")  # Lightning turns shuffling off, and says so

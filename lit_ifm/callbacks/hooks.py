@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import lightning as L
 
 # The hooks Lightning calls once a batch.
@@ -20,6 +22,18 @@ class SkipsIdleBatchHooks:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        for hook in BATCH_HOOKS:
-            if getattr(cls, hook, None) is getattr(L.Callback, hook):
-                setattr(cls, hook, None)
+        for hook in _idle_hooks(cls):
+            setattr(cls, hook, None)
+
+
+def skip_idle_batch_hooks(callbacks: Iterable[L.Callback]) -> None:
+    """What :class:`SkipsIdleBatchHooks` does for a class, done on callbacks already made: on each, the batch hooks
+    its class leaves as Lightning's no-op become ``None``. lit_ifm's models do it at ``setup`` for every callback of
+    the trainer, Lightning's own (``ModelCheckpoint``, ``ModelSummary``) and users' alike."""
+    for callback in callbacks:
+        for hook in _idle_hooks(type(callback)):
+            setattr(callback, hook, None)
+
+
+def _idle_hooks(cls: type) -> list[str]:
+    return [hook for hook in BATCH_HOOKS if getattr(cls, hook, None) is getattr(L.Callback, hook)]
