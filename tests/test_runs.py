@@ -8,7 +8,7 @@ import lightning as L
 import pandas as pd
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary
+from lightning.pytorch.callbacks import LambdaCallback, ModelCheckpoint, ModelSummary
 from lightning.pytorch.loggers import Logger
 
 from helpers import MODELS
@@ -233,7 +233,9 @@ def test_lightnings_own_callbacks_are_left_no_idle_batch_hook_to_call(tmp_path):
             CountsBackward.calls += 1
 
     data, checkpoint, counter = small_data(), ModelCheckpoint(dirpath=tmp_path), CountsBackward()
-    run = trainer(tmp_path, max_epochs=1, callbacks=[checkpoint, counter], enable_checkpointing=True,
+    optimizer_steps = []
+    on_instance = LambdaCallback(on_before_optimizer_step=lambda *args: optimizer_steps.append(1))  # set on the instance
+    run = trainer(tmp_path, max_epochs=1, callbacks=[checkpoint, counter, on_instance], enable_checkpointing=True,
                   enable_model_summary=True)
     assert checkpoint.on_after_backward is not None  # until the model's setup
     run.fit(fresh_fm(data), datamodule=data)
@@ -241,6 +243,7 @@ def test_lightnings_own_callbacks_are_left_no_idle_batch_hook_to_call(tmp_path):
     assert checkpoint.on_after_backward is None and summary.on_before_optimizer_step is None
     assert checkpoint.on_train_batch_end is not None  # one of its own: still called
     assert counter.on_before_backward is None and CountsBackward.calls == 9  # 1,050 rows in batches of 128
+    assert len(optimizer_steps) == 9 and on_instance.on_after_backward is None
     assert ModelCheckpoint.on_after_backward is L.Callback.on_after_backward  # the classes are left as they are
 
 

@@ -28,11 +28,16 @@ class SkipsIdleBatchHooks:
 
 def skip_idle_batch_hooks(callbacks: Iterable[L.Callback]) -> None:
     """What :class:`SkipsIdleBatchHooks` does for a class, done on callbacks already made: on each, the batch hooks
-    its class leaves as Lightning's no-op become ``None``. lit_ifm's models do it at ``setup`` for every callback of
-    the trainer, Lightning's own (``ModelCheckpoint``, ``ModelSummary``) and users' alike."""
+    that are still Lightning's no-op become ``None`` (a hook set on the instance, as ``LambdaCallback`` sets them, is
+    kept). lit_ifm's models do it at ``setup`` for every callback of the trainer, Lightning's own
+    (``ModelCheckpoint``, ``ModelSummary``) and users' alike."""
     for callback in callbacks:
-        for hook in _idle_hooks(type(callback)):
-            setattr(callback, hook, None)
+        for hook in BATCH_HOOKS:
+            if getattr(getattr(callback, hook, None), "__func__", None) is getattr(L.Callback, hook):
+                try:
+                    setattr(callback, hook, None)
+                except AttributeError:  # a callback that takes no attributes (slots, frozen) keeps its no-op
+                    pass
 
 
 def _idle_hooks(cls: type) -> list[str]:
