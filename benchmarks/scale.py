@@ -128,8 +128,10 @@ def gathering_speed(source: str, cache_dir: str, batches: int, shuffle_block_row
     timed after its first 10 steps."""
     data = data_module(source, cache_dir, shuffle_block_rows=shuffle_block_rows)
     data.setup("fit")
-    loader, count = data.train_dataloader(), 0
+    loader, count, epoch = data.train_dataloader(), 0, 0
     while count < batches:
+        loader.sampler.set_epoch(epoch)  # a new order each epoch, as in training
+        epoch += 1
         for _ in loader:
             count += 1
             if count == 10:  # after warm-up

@@ -173,7 +173,10 @@ def column_rates(column: str, model: str, batch_size: int, data_args: list[str],
     if column == "cli":
         return cli_rates(model, peers_model_args(model, args.compile), data_args, batch_size, args.epochs, warmup=args.warmup)
     if column == "torchfm":
-        return list(torchfm_rates(args.peers_python, [model]).values())
+        rates = torchfm_rates(args.peers_python, [model])
+        if model not in rates:
+            raise RuntimeError(f"the peers' harness printed no torchfm rate for {model}")
+        return [rates[model]]
     return isolated_rates(column, model, batch_size, args)
 
 
@@ -194,11 +197,11 @@ def torchfm_rates(peers_python: str, models: list[str]) -> dict[str, float]:
         return rates
 
 
-def paired_ratio(rates: list[float], baselines: list[float], style: str = ".2f") -> str:
+def paired_ratio(rates: list[float], baselines: list[float], percent: bool = False) -> str:
     """The median of the rounds' ratios, then their range: each round's columns ran within minutes of each
     other, so the machine's drift over the whole run (a third here) cancels out of a round's ratio."""
-    ratios = sorted(rate / baseline for rate, baseline in zip(rates, baselines))
-    suffix = "x" if style == ".2f" else ""
+    ratios = sorted(rate / baseline for rate, baseline in zip(rates, baselines, strict=True))
+    style, suffix = (".0%", "") if percent else (".2f", "x")
     return (f"{statistics.median(ratios):{style}}{suffix} ({ratios[0]:{style}}-{ratios[-1]:{style}}{suffix})"
             if len(ratios) > 1 else f"{ratios[0]:{style}}{suffix}")
 
@@ -276,8 +279,8 @@ def main() -> None:
             versus = f"{statistics.median(runs['torchfm']):,.0f} | {paired_ratio(runs['cli'], runs['torchfm'])}" \
                 if "torchfm" in runs else "- | -"
             lines.append(f"| {model} | {batch_size} | {cli:,.0f} | {bare:,.0f} | {loop:,.0f} | "
-                         f"{paired_ratio(runs['cli'], runs['loop'], '.0%')} | "
-                         f"{paired_ratio(runs['trainer'], runs['loop'], '.0%')} | {versus} |")
+                         f"{paired_ratio(runs['cli'], runs['loop'], percent=True)} | "
+                         f"{paired_ratio(runs['trainer'], runs['loop'], percent=True)} | {versus} |")
             print(lines[-1], flush=True)
     lines.append(f"\n{time.strftime('%Y-%m-%d')}, {(time.perf_counter() - started) / 60:.0f} min.\n")
     if args.write_results:
