@@ -399,7 +399,7 @@ def test_a_block_shuffle_gives_every_row_once_and_batches_of_whole_blocks(rows, 
         most = 4 + (world > 1) + (rows % block > 0)
         for batches in ranks:
             for batch in batches[:-1]:
-                assert len({row // block for row in batch}) <= most and batch != sorted(batch)
+                assert 4 <= len({row // block for row in batch}) <= most and batch != sorted(batch)
         epochs.append(seen)
     assert epochs[0] != epochs[1]
 

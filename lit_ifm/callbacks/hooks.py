@@ -36,7 +36,7 @@ def skip_idle_batch_hooks(callbacks: Iterable[L.Callback]) -> None:
             if getattr(getattr(callback, hook, None), "__func__", None) is getattr(L.Callback, hook):
                 try:
                     setattr(callback, hook, None)
-                except AttributeError:  # a callback that takes no attributes (slots, frozen) keeps its no-op
+                except AttributeError:  # a frozen dataclass, or a __setattr__ of its own, keeps its no-op
                     pass
 
 
