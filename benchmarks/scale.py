@@ -50,6 +50,7 @@ VOCABULARIES = np.geomspace(10, 1_000_000, len(CATEGORICAL)).round().astype(int)
 WRITE_ROWS = 1 << 18
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "fm_criteo.yaml"
 BLOCK_ROWS = yaml.safe_load(RECIPE.read_text())["data"]["shuffle_block_rows"]  # the Criteo recipes' loading
+WARMUP = 10  # batches neither gathering nor training is timed on
 
 
 def write_criteo_like(path: Path, rows: int, seed: int = 0) -> None:
@@ -124,8 +125,8 @@ def data_module(source: str, cache_dir: str, batch_size: int = 4096, shuffle_blo
 
 
 def gathering_speed(source: str, cache_dir: str, batches: int, shuffle_block_rows: int = 1) -> float:
-    """Rows/s of the train DataLoader alone, batches 11 to ``batches`` (epoch after epoch), as FM's training is
-    timed after its first 10 steps."""
+    """Rows/s of the train DataLoader alone after its first :data:`WARMUP` batches, up to ``batches`` (epoch after
+    epoch), as FM's training is timed."""
     data = data_module(source, cache_dir, shuffle_block_rows=shuffle_block_rows)
     data.setup("fit")
     loader, count, epoch = data.train_dataloader(), 0, 0
@@ -134,11 +135,11 @@ def gathering_speed(source: str, cache_dir: str, batches: int, shuffle_block_row
         epoch += 1
         for _ in loader:
             count += 1
-            if count == 10:  # after warm-up
+            if count == WARMUP:
                 start = time.perf_counter()
             if count == batches:
                 break
-    return (batches - 10) * 4096 / (time.perf_counter() - start)
+    return (batches - WARMUP) * 4096 / (time.perf_counter() - start)
 
 
 def step_build(source: str, cache_dir: str) -> dict:
@@ -157,7 +158,8 @@ def step_build(source: str, cache_dir: str) -> dict:
 
 
 def training_speed(source: str, cache_dir: str, steps: int, shuffle_block_rows: int = 1) -> tuple[float, int]:
-    """Rows/s of FM's training batches after the first 10 (Trainer.fit, batch 4096), and the model's bytes."""
+    """Rows/s of FM's training batches after the first :data:`WARMUP` (Trainer.fit, batch 4096), and the model's
+    bytes."""
     import lightning as L
     import torch
 
@@ -171,7 +173,7 @@ def training_speed(source: str, cache_dir: str, steps: int, shuffle_block_rows: 
 
         def on_train_batch_start(self, trainer, module, batch, index):
             self.batches += 1  # across epochs: a 1 M-row file's are 171 batches
-            if self.batches == 11:  # after warm-up
+            if self.batches == WARMUP + 1:
                 self.start = time.perf_counter()
 
         def on_train_end(self, trainer, module):
@@ -185,7 +187,7 @@ def training_speed(source: str, cache_dir: str, steps: int, shuffle_block_rows: 
                         accelerator="cpu", devices=1, callbacks=[timer])
     trainer.fit(model, datamodule=data)
     parameters = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
-    return (steps - 10) * 4096 / timer.seconds, parameters
+    return (steps - WARMUP) * 4096 / timer.seconds, parameters
 
 
 def step_train(source: str, cache_dir: str, steps: int, shuffle_block_rows: int) -> dict:
@@ -218,8 +220,8 @@ def main() -> None:
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     parser.add_argument("--block-rows", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.steps <= 10:
-        parser.error("--steps must be over 10: the first 10 are not timed")
+    if args.steps <= WARMUP:
+        parser.error(f"--steps must be over {WARMUP}: the first {WARMUP} are not timed")
     if args.step == "build":
         print(json.dumps(step_build(args.source, args.cache_dir)))
         return

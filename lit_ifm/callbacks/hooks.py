@@ -22,7 +22,7 @@ class SkipsIdleBatchHooks:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        for hook in _idle_hooks(cls):
+        for hook in idle_hooks(cls):
             setattr(cls, hook, None)
 
 
@@ -32,13 +32,18 @@ def skip_idle_batch_hooks(callbacks: Iterable[L.Callback]) -> None:
     kept). lit_ifm's models do it at ``setup`` for every callback of the trainer, Lightning's own
     (``ModelCheckpoint``, ``ModelSummary``) and users' alike."""
     for callback in callbacks:
-        for hook in BATCH_HOOKS:
-            if getattr(getattr(callback, hook, None), "__func__", None) is getattr(L.Callback, hook):
-                try:
-                    setattr(callback, hook, None)
-                except AttributeError:  # a frozen dataclass, or a __setattr__ of its own, keeps its no-op
-                    pass
+        for hook in idle_hooks(callback):
+            try:
+                setattr(callback, hook, None)
+            except AttributeError:  # a frozen dataclass, or a __setattr__ of its own, keeps its no-op
+                pass
 
 
-def _idle_hooks(cls: type) -> list[str]:
-    return [hook for hook in BATCH_HOOKS if getattr(cls, hook, None) is getattr(L.Callback, hook)]
+def idle_hooks(owner: type | L.Callback) -> list[str]:
+    """The batch hooks that a callback class, or a callback, leaves as Lightning's no-op."""
+    idle = []
+    for hook in BATCH_HOOKS:
+        found = getattr(owner, hook, None)
+        if getattr(found, "__func__", found) is getattr(L.Callback, hook):  # on a callback: its method
+            idle.append(hook)
+    return idle

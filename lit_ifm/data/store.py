@@ -137,10 +137,10 @@ class EncodedSplit:
                  value_slots: tuple[int, ...], labels: np.ndarray | MappedArray, padding_id: int,
                  origin: SplitOrigin | None = None):
         self.name, self.value_slots, self.padding_id = name, tuple(value_slots), int(padding_id)
-        first, last = (self.value_slots[0], self.value_slots[-1]) if self.value_slots else (0, -1)
+        slots = self.value_slots
         # numeric fields sit side by side: a slice assigns their values a third faster than a list of columns
-        side_by_side = self.value_slots == tuple(range(first, last + 1))
-        self._value_columns = slice(first, last + 1) if side_by_side else list(self.value_slots)
+        side_by_side = bool(slots) and slots == tuple(range(slots[0], slots[-1] + 1))
+        self._value_columns = slice(slots[0], slots[-1] + 1) if side_by_side else list(slots)
         self.origin = origin or SplitOrigin(Path(name))
         if isinstance(feature_ids, MappedArray):  # a store's records: ids and values side by side
             self._records = feature_ids
