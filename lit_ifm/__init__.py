@@ -10,6 +10,7 @@ from lit_ifm.callbacks import *  # noqa: F403  (checkpointing, early stopping, s
 from lit_ifm.data import *  # noqa: F403  (the data module, its schema and batch types)
 from lit_ifm.errors import *  # noqa: F403  (the mistakes reported as one line)
 from lit_ifm.models import *  # noqa: F403  (every model and the bases to subclass)
+from lit_ifm.serving.scoring import load as load  # the trained model of a checkpoint
 
 __version__ = "0.1.0"
-__all__ = sorted({*data.__all__, *models.__all__, *callbacks.__all__, *errors.__all__})
+__all__ = sorted({*data.__all__, *models.__all__, *callbacks.__all__, *errors.__all__, "load"})

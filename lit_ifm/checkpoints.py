@@ -18,6 +18,7 @@ from lit_ifm.errors import CheckpointError
 
 MODEL_KEY = "lit_ifm_model"  # the model's class path, written next to the state dict
 SCHEMA_KEY = "field_schema"
+ENCODING_KEY = "lit_ifm_encoding"  # how raw rows become the model's ids (lit_ifm.data.encoding.encoding_state)
 
 
 def read_checkpoint(path: str | Path, option: str = "--ckpt_path") -> dict:

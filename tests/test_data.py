@@ -313,7 +313,7 @@ def test_device_resident_data_trains_where_the_model_is(tmp_path):
 
 def test_device_resident_auto_holds_small_data_in_memory_and_on_an_accelerator_that_fits_it_twice(monkeypatch,
                                                                                                    caplog):
-    from lit_ifm.data import store
+    from lit_ifm.data.store import mapped as store
 
     module = FieldAwareDataModule(synthetic=SyntheticConfig(rows=800))  # device_resident: auto
     rows = sum(len(split) for split in module.prepared.splits.values())
@@ -357,7 +357,7 @@ def test_the_row_order_is_torchs_without_a_list_of_every_row(rows, world, drop_l
     from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
     from torch.utils.data import DistributedSampler
 
-    from lit_ifm.data.sampling import OrderedRows, ShuffledBatches, ShuffledRows
+    from lit_ifm.data.loading.sampling import OrderedRows, ShuffledBatches, ShuffledRows
 
     data = list(range(rows))
     for rank in range(world):
@@ -379,7 +379,7 @@ def test_the_row_order_is_torchs_without_a_list_of_every_row(rows, world, drop_l
 
 @pytest.mark.parametrize("rows, world, block", [(1000, 1, 8), (1003, 3, 10), (50, 2, 64)])
 def test_a_block_shuffle_gives_every_row_once_and_batches_of_whole_blocks(rows, world, block):
-    from lit_ifm.data.sampling import ShuffledBatches
+    from lit_ifm.data.loading.sampling import ShuffledBatches
 
     data = list(range(rows))
     epochs = []
@@ -405,7 +405,7 @@ def test_a_block_shuffle_gives_every_row_once_and_batches_of_whole_blocks(rows, 
 
 
 def test_batches_say_when_every_value_is_1(frappe_dir, tmp_path):
-    from lit_ifm.data import store
+    from lit_ifm.data.store import mapped as store
 
     frappe = FieldAwareDataModule(str(frappe_dir), batch_size=32)  # every slot holds a feature, none a number
     frappe.setup("fit")

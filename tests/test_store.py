@@ -24,7 +24,9 @@ import torch
 from conftest import FRAPPE_FIELDS, REPO
 
 from lit_ifm import DataError, FieldAwareDataModule, SyntheticConfig, memory
-from lit_ifm.data import encoding, sources
+from lit_ifm.data import build
+from lit_ifm.data.encoding import words as word_ids
+from lit_ifm.data.rows import readers
 
 
 def mixed_table(rows: int = 3000, seed: int = 5) -> pd.DataFrame:
@@ -121,7 +123,7 @@ def test_the_memory_map_gives_the_batches_of_the_in_memory_path(case, mixed_sour
 @pytest.mark.parametrize("case", ["frappe", "csv_one_file", "parquet_one_file", "csv_splits"])
 def test_chunks_of_a_few_rows_give_the_same_store(case, mixed_sources, frappe_dir, tmp_path, monkeypatch):
     """Counting, encoding and label mapping chunk by chunk give what one chunk gives."""
-    monkeypatch.setattr(encoding, "CHUNK_ROWS", 997)
+    monkeypatch.setattr(build, "CHUNK_ROWS", 997)
     assert digest_case(case, mixed_sources, frappe_dir, cache_dir=str(tmp_path))[0] == IN_MEMORY_DIGESTS[case]
 
 
@@ -132,7 +134,7 @@ def test_a_store_is_reused_without_reading_the_source(mixed_sources, monkeypatch
     def no_reading(*args, **kwargs):
         raise AssertionError("a store hit must not read the source")
 
-    monkeypatch.setattr(sources, "CsvRows", no_reading)
+    monkeypatch.setattr(readers, "CsvRows", no_reading)
     start = time.perf_counter()
     again = FieldAwareDataModule(str(mixed_sources["csv_splits"]), **MIXED)
     assert again.schema == first.schema
@@ -181,7 +183,7 @@ def test_value_counts_by_hash_keep_the_values_a_counter_keeps(min_count):
     rng = np.random.default_rng(min_count)
     chunks = [[None if value < 0 else f"v{value}" * (1 + value % 3) for value in rng.zipf(1.3, 60) - 2]
               for _ in range(30)]
-    counts = encoding._ValueCounts("city", min_count)
+    counts = word_ids.ValueCounts("city", min_count)
     for chunk in chunks:
         counts.add(pa.array(chunk))
     counter = Counter(value for chunk in chunks for value in chunk if value is not None)
@@ -191,15 +193,15 @@ def test_value_counts_by_hash_keep_the_values_a_counter_keeps(min_count):
 
 
 def test_two_values_that_share_a_hash_are_refused(monkeypatch):
-    monkeypatch.setattr(encoding, "fnv1a64", lambda strings: np.zeros(len(strings), dtype=np.uint64))
-    counts = encoding._ValueCounts("city", 1)
+    monkeypatch.setattr(word_ids, "fnv1a64", lambda strings: np.zeros(len(strings), dtype=np.uint64))
+    counts = word_ids.ValueCounts("city", 1)
     with pytest.raises(DataError, match="column 'city': values 'a' and 'b' share a 64-bit hash"):
         counts.add(pa.array(["a", "b"]))
 
 
 def test_hashing_maps_values_to_a_fixed_number_of_ids(tmp_path):
     words = ["a", "", "bb", "城市", "x" * 40, "12345678"]
-    assert encoding.hash_buckets(pa.array(words), 1000).tolist() == [fnv1a_64(word) % 1000 for word in words]
+    assert word_ids.hash_buckets(pa.array(words), 1000).tolist() == [fnv1a_64(word) % 1000 for word in words]
     rng = np.random.default_rng(0)
     city = [f"city{value}" for value in rng.integers(0, 500, 900)]
     frame = pd.DataFrame({"city": city, "user": rng.integers(0, 5, 900), "label": rng.integers(0, 2, 900)})
@@ -279,7 +281,7 @@ BUILD = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
     from lit_ifm import FieldAwareDataModule
-    from lit_ifm.data import store
+    from lit_ifm.data.store import folder as store
 
     source, cache, log, mode, processes = sys.argv[1:6]
     build = FieldAwareDataModule._build
@@ -287,11 +289,11 @@ BUILD = textwrap.dedent("""
     while len(list(Path(log).parent.glob(Path(log).name + ".ready.*"))) < int(processes):
         time.sleep(0.05)  # every process asks for the store at about the same time
 
-    def logged_build(self, folder, *args):
+    def logged_build(self, folder, *args, **kwargs):
         with open(log, "a") as file:
             file.write(f"{os.getpid()} builds\\n")
         time.sleep(1.0)  # long enough for the other process to ask for the same store meanwhile
-        build(self, folder, *args)
+        build(self, folder, *args, **kwargs)
 
     def killed(*args, **kwargs):
         os.kill(os.getpid(), 9)  # every array written, the description not yet: a build killed late
@@ -344,7 +346,7 @@ GIVEN_BACK = textwrap.dedent("""
     import tempfile
     from pathlib import Path
     import numpy as np
-    from lit_ifm.data import store
+    from lit_ifm.data.store import folder as store
 
     def anon_mib():
         return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("RssAnon")) / 1024
@@ -391,7 +393,7 @@ def resident_kib(path: Path) -> int:
 
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux's /proc/self/smaps")
 def test_a_large_store_is_gathered_without_becoming_resident(monkeypatch):
-    from lit_ifm.data import store
+    from lit_ifm.data.store import mapped as store
 
     module = FieldAwareDataModule(synthetic=SyntheticConfig(rows=20000, num_fields=10), batch_size=64)
     module.setup()
@@ -426,11 +428,11 @@ def test_reading_a_file_keeps_memory_to_a_chunk(suffix, tmp_path, monkeypatch):
     path = tmp_path / f"wide{suffix}"  # about 6 MB
     if suffix == ".parquet":
         pa.parquet.write_table(table, path, row_group_size=2_000, compression="none")  # 50 row groups
-        rows = sources.ParquetRows(path)
+        rows = readers.ParquetRows(path)
     else:
         pa.csv.write_csv(table, path)
-        monkeypatch.setattr(sources.CsvRows, "BLOCK_BYTES", 1 << 16)
-        rows = sources.CsvRows(path)
+        monkeypatch.setattr(readers.CsvRows, "BLOCK_BYTES", 1 << 16)
+        rows = readers.CsvRows(path)
     before = pa.total_allocated_bytes()
     chunks = rows.chunks(2_000)
     for _ in range(49):
@@ -502,11 +504,11 @@ def test_csv_gives_the_store_of_the_datasets_reader_and_of_parquet(tmp_path):
 
 @pytest.mark.parametrize("hashed_from", [0, 10**9], ids=["hashes", "index_in"])
 def test_word_index_finds_what_arrow_index_in_finds(hashed_from, monkeypatch):
-    monkeypatch.setattr(encoding.WordIndex, "HASHED_FROM", hashed_from)
+    monkeypatch.setattr(word_ids.WordIndex, "HASHED_FROM", hashed_from)
     rng = np.random.default_rng(0)
     words = pa.array(sorted({f"w{value}" for value in rng.integers(0, 5000, 2000)}))
     tokens = pa.array([None if value < 0 else f"w{value}" for value in rng.integers(-50, 8000, 3000)] + ["", "w"])
-    index = encoding.WordIndex(words)
+    index = word_ids.WordIndex(words)
     assert (index.hashes is None) == bool(hashed_from)
     position, found = index.positions(tokens)
     expected = np.asarray(pc.index_in(tokens, value_set=words).to_numpy(zero_copy_only=False), dtype=float)
@@ -515,7 +517,7 @@ def test_word_index_finds_what_arrow_index_in_finds(hashed_from, monkeypatch):
 
 
 def test_a_large_map_gives_shuffled_rows_that_span_a_run_as_they_are(tmp_path, monkeypatch):
-    from lit_ifm.data import store
+    from lit_ifm.data.store import mapped as store
 
     path = tmp_path / "rows.bin"
     np.arange(200, dtype=np.int32).reshape(100, 2).tofile(path)
@@ -526,7 +528,7 @@ def test_a_large_map_gives_shuffled_rows_that_span_a_run_as_they_are(tmp_path, m
 
 
 def test_a_large_map_reads_near_rows_together_and_gives_them_in_the_order_asked(tmp_path, monkeypatch):
-    from lit_ifm.data import store
+    from lit_ifm.data.store import mapped as store
 
     path = tmp_path / "rows.bin"
     np.arange(6000, dtype=np.int32).reshape(1000, 6).tofile(path)  # 24 bytes a row
@@ -553,7 +555,7 @@ def test_a_large_map_reads_near_rows_together_and_gives_them_in_the_order_asked(
 def test_csv_column_types_do_not_depend_on_the_first_block(tmp_path, monkeypatch):
     """Arrow's reader fixes a column's type from its first block: a code column of digits that turns to text later,
     and a count column empty at first, must read as the parquet copy's strings and numbers do."""
-    monkeypatch.setattr(sources.CsvRows, "BLOCK_BYTES", 1 << 10)  # blocks of about 60 rows
+    monkeypatch.setattr(readers.CsvRows, "BLOCK_BYTES", 1 << 10)  # blocks of about 60 rows
     rows = 3000
     codes = [str(100 + row % 50) if row < 2500 else f"x{row % 7}" for row in range(rows)]
     counts = [np.nan if row < 1000 else float(row % 9) for row in range(rows)]
@@ -573,7 +575,7 @@ def test_csv_column_types_do_not_depend_on_the_first_block(tmp_path, monkeypatch
 def test_csv_rows_come_in_file_order_a_chunk_at_a_time(tmp_path):
     path = tmp_path / "rows.tsv"  # a byte order mark, a quoted line break, a blank line and a missing cell
     path.write_bytes('\ufeffa\tb\tc\n1\t"x\ny"\t3\n\n4\t5\t6\n7\t\t9\n'.encode())
-    rows = sources.CsvRows(path)
+    rows = readers.CsvRows(path)
     assert rows.column_names == ["a", "b", "c"] and rows.num_rows == 3
     assert [chunk.to_pydict() for chunk in rows.chunks(2, ["c", "b"])] == [
         {"c": ["3", "6"], "b": ["x\ny", "5"]}, {"c": ["9"], "b": [None]}]

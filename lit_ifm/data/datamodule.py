@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
 import shutil
 import tempfile
@@ -13,57 +13,38 @@ from typing import Literal
 import datasets
 import lightning as L
 import numpy as np
+import pyarrow as pa
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from lit_ifm.data import encoding, sources, store
 from lit_ifm.data.batch import FieldBatch, StepGroup
-from lit_ifm.data.negatives import sample_negatives
-from lit_ifm.data.sampling import OrderedRows, ShuffledBatches, ShuffledRows
-from lit_ifm.data.schema import Field, FieldSchema
-from lit_ifm.data.sources import SPLITS, SplitOrigin, SplitRows, split_rows
-from lit_ifm.data.store import EncodedSplit
+from lit_ifm.data.build import NegativeSampling, build_store
+from lit_ifm.checkpoints import ENCODING_KEY, SCHEMA_KEY, read_checkpoint
+from lit_ifm.data.encoding import encoder_from_state
+from lit_ifm.data.encoding.encoder import fingerprint
+from lit_ifm.data.encoding.labels import LabelRule
+from lit_ifm.data.encoding.libfm import LibFMEncoder, count_libfm_fields
+from lit_ifm.data.encoding.report import EncodingReport
+from lit_ifm.data.encoding.tables import ColumnSpec, TableEncoder
+from lit_ifm.data.loading.dataset import FieldBatchDataset
+from lit_ifm.data.loading.sampling import OrderedRows, ShuffledBatches, ShuffledRows
+from lit_ifm.data.rows import files, readers
+from lit_ifm.data.rows.splits import SPLITS, SplitOrigin, SplitRows
+from lit_ifm.data.schema import FieldSchema
+from lit_ifm.data.store.folder import STORE_VERSION, Store, build_once
+from lit_ifm.data.store import mapped
+from lit_ifm.data.store.mapped import EncodedSplit
 from lit_ifm.data.synthetic import SyntheticConfig
-from lit_ifm.errors import ConfigError, DataError
+from lit_ifm.errors import CheckpointError, ConfigError, DataError
 
 Task = Literal["regression", "binary"]
+SCORED = "rows"  # the one split of a source scored with a trained model's encoder
 
 
-class FieldBatchDataset(Dataset):
-    """Batches gathered from an encoded split (memory-mapped): one fancy index per array, never a loop per row.
-    With :meth:`to`, the split is copied to a device once and batches are gathered there. An index tensor
-    (what :class:`~lit_ifm.data.sampling.ShuffledBatches` yields) gives a batch of those rows, an int one row."""
-
-    def __init__(self, split: EncodedSplit):
-        self.split = split
-        self.labels: torch.Tensor | None = None  # the device copy, once moved
-        self.unit_values = False  # whether every value of the device copy is 1
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitems__(self, indices: list[int] | torch.Tensor) -> FieldBatch:
-        if self.labels is None:
-            rows = indices.numpy() if isinstance(indices, torch.Tensor) else np.asarray(indices, dtype=np.int64)
-            ids, values, labels = self.split.gather(rows)
-            return FieldBatch(torch.from_numpy(ids), torch.from_numpy(values), torch.from_numpy(labels),
-                              torch.from_numpy(rows), self.split.unit_values(values))
-        index = torch.as_tensor(indices, dtype=torch.long, device=self.labels.device)
-        return FieldBatch(self.feature_ids[index], self.feature_values[index], self.labels[index], index,
-                          self.unit_values)
-
-    def to(self, device: torch.device | str) -> FieldBatchDataset:
-        """Copies the rows to ``device``, so that batches are gathered where the model is."""
-        self.feature_ids = torch.from_numpy(self.split.feature_ids.astype(np.int64)).to(device)
-        values = self.split.feature_values
-        self.unit_values = self.split.unit_values(values)  # then so is every batch's
-        self.feature_values = torch.from_numpy(values).to(device)
-        self.labels = torch.from_numpy(np.array(self.split.labels)).to(device)
-        return self
-
-    def __getitem__(self, index: int | torch.Tensor) -> FieldBatch:
-        return self.__getitems__(index if isinstance(index, torch.Tensor) else [index])
+def checkpoint_layout(state: dict) -> str:
+    """``libfm`` or ``table``: the kind of files an encoding state reads."""
+    return "libfm" if state["encoder"]["kind"] == "libfm" else "table"
 
 
 # Settings that change the encoded splits, so a store built under other settings is not reused.
@@ -96,6 +77,7 @@ class PreparedData:
     report: list[str]
     summary: str
     folder: Path | None = None
+    labelled: bool = True
 
 
 class FieldAwareDataModule(L.LightningDataModule):
@@ -155,7 +137,7 @@ class FieldAwareDataModule(L.LightningDataModule):
         device_resident: keep every split on the accelerator the trainer uses and gather batches there (no
             per-batch host work or copy; no workers, no pinning). ``auto`` (the default), unless workers or
             pinning are asked for: on an accelerator whose free memory holds the splits twice over; on the CPU
-            when they take at most ``store.RESIDENT_BUDGET`` (256 MiB) as tensors, beyond which batches are read
+            when they take at most ``RESIDENT_BUDGET`` (256 MiB) as tensors, beyond which batches are read
             from the memory-mapped store, flat in memory.
         cache_dir: where encoded splits are stored, memory-mapped and reused (``<cache_dir>/encoded``), and where
             ``datasets`` caches parsed JSON and libFM files (default: ``$LIT_IFM_CACHE``, else
@@ -181,6 +163,10 @@ class FieldAwareDataModule(L.LightningDataModule):
             Criteo-shaped rows, blocks of 64: 2.8 M rows/s against 0.65 M; benchmarks/RESULTS.md). 1, the default,
             shuffles row by row. Suits rows in no particular order; rows sorted by time or user keep that order
             within a block.
+        encoder_from: a checkpoint whose encoder (vocabularies, rules, label mapping) encodes every row of
+            ``source``, which ``predict``, ``test`` and ``validate`` then score whole (a label column is needed by
+            ``test`` and ``validate`` only); no training split is read. ``python -m lit_ifm`` sets it when a
+            checkpoint meets a source other than the one it was trained on.
     """
 
     def __init__(
@@ -211,6 +197,7 @@ class FieldAwareDataModule(L.LightningDataModule):
         synthetic: SyntheticConfig = SyntheticConfig(),
         steps_per_call: int = 1,
         shuffle_block_rows: int = 1,
+        encoder_from: str | None = None,
     ):
         # This class's own arguments, also when a subclass with other arguments calls it (the CLI would otherwise
         # give save_hyperparameters the subclass's alone, and hparams would lack these).
@@ -266,6 +253,17 @@ class FieldAwareDataModule(L.LightningDataModule):
         schema, one line per field (see :meth:`~lit_ifm.data.encoding.EncodingReport.table`)."""
         return self.prepared.summary
 
+    def source_rows(self, split: str) -> pa.Table | None:
+        """The rows of ``split`` as its table file holds them (every column, in the split's order), to join
+        predictions back on; ``None`` when the split does not come from a table file (libFM lines, the synthetic
+        generator, :meth:`load_rows`). Rows sampled as negatives have none."""
+        split = self.scored_split or split
+        origin = self.prepared.splits[split].origin
+        if origin.path.suffix.lower() not in files.TABLE_FORMATS or not origin.path.is_file():
+            return None
+        table = pa.concat_tables(readers.open_table(origin.path, self._cache_dir).chunks(1 << 20))
+        return table if origin.file_rows is None else table.take(pa.array(np.asarray(origin.file_rows)))
+
     def load_rows(self) -> datasets.Dataset | dict[str, datasets.Dataset] | None:
         """The rows of a source of your own: a subclass overrides this to return one ``datasets.Dataset`` (split
         70/20/10 at random with ``split_seed``) or a dict of ``train``, ``validation`` and ``test`` datasets, with
@@ -284,8 +282,8 @@ class FieldAwareDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         # Lightning's download hook, for code that uses this module without the CLI. Under the CLI the
         # schema link already prepared the data (Hub downloads are cached and locked, so ranks share one).
-        if self.source != "synthetic" and sources.is_hub_id(self.source):
-            sources.download_from_hub(self.source, self._cache_dir)
+        if self.source != "synthetic" and files.is_hub_id(self.source):
+            files.download_from_hub(self.source, self._cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
         for split, data in self.prepared.splits.items():
@@ -304,7 +302,7 @@ class FieldAwareDataModule(L.LightningDataModule):
         needed = sum(len(split) * (split.feature_ids.shape[1] * 12 + 4)  # int64 ids, float32 values and labels
                      for split in self.prepared.splits.values())
         if device.type == "cpu":  # small splits as tensors, gathered as in a plain loop; large ones stay mapped
-            return needed <= store.RESIDENT_BUDGET
+            return needed <= mapped.RESIDENT_BUDGET
         free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
         if free is not None and 2 * needed <= free:
             return True
@@ -314,22 +312,26 @@ class FieldAwareDataModule(L.LightningDataModule):
                        "batches are gathered on the host (--data.device_resident true insists)")
         return False
 
+
+    @property
+    def scored_split(self) -> str | None:
+        """The one split of a source scored with a checkpoint's encoder (``encoder_from``), else ``None``."""
+        return SCORED if self.hparams.encoder_from else None
+
     @property
     def _cache_dir(self) -> str | None:
-        return self.hparams.cache_dir or sources.default_cache_dir()
-
-    def _field_names(self, path: Path) -> tuple[str, ...]:
-        if self.hparams.categorical:
-            return tuple(self.hparams.categorical)
-        return tuple(f"field_{index}" for index in range(encoding.count_libfm_fields(path)))
+        return self.hparams.cache_dir or files.default_cache_dir()
 
     def _prepare(self) -> PreparedData:
-        with sources.quiet_datasets():
+        with readers.quiet_datasets():
             folder, temporary = self._store()
-        opened = store.Store(folder)
+        opened = Store(folder)
+        if self.hparams.encoder_from:  # predictions are clipped to the range the model was trained on
+            opened.schema.label_range = self._trained_label_range
         if temporary:  # mapped already: the files live on until the maps close
             shutil.rmtree(folder, ignore_errors=True)
-        return PreparedData(opened.schema, opened.splits, opened.report, opened.summary, None if temporary else folder)
+        return PreparedData(opened.schema, opened.splits, opened.report, opened.summary, None if temporary else folder,
+                            opened.labelled)
 
     def _store(self) -> tuple[Path, bool]:
         """The folder of the encoded splits, built unless a store for this source and these settings exists, and
@@ -340,153 +342,108 @@ class FieldAwareDataModule(L.LightningDataModule):
             self.store_root.mkdir(parents=True, exist_ok=True)
             folder = Path(tempfile.mkdtemp(prefix="own-rows.tmp-", dir=self.store_root))
             try:
-                self._build(folder, lambda rng: self._own_split_rows(own_rows, rng), self._column_specs)
+                self._build(folder, own_rows=own_rows)
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
             return folder, True
+        if self.hparams.encoder_from:
+            return self._scored_store(settings), False
         if self.source == "synthetic":
-            key = encoding.fingerprint(store.STORE_VERSION, "synthetic", self.synthetic, settings)
-            names = self.synthetic.field_names
-            return store.build_once(self.store_root, key, lambda folder: self._build(
-                folder, self._synthetic_rows, lambda: [self._spec(name, "categorical", names) for name in names])), False
-        location = sources.download_from_hub(self.source, self._cache_dir) if sources.is_hub_id(self.source) \
+            key = fingerprint(STORE_VERSION, "synthetic", self.synthetic, settings)
+            return build_once(self.store_root, key, self._build), False
+        location = files.download_from_hub(self.source, self._cache_dir) if files.is_hub_id(self.source) \
             else self.source
-        found = sources.find_source_files(location)
-        files = {split: sources.file_identity(path) for split, path in found.files.items()}
-        key = encoding.fingerprint(store.STORE_VERSION, found.layout, files, settings)
-        columns = (lambda: None) if found.layout == "libfm" else self._column_specs
-        return store.build_once(self.store_root, key,
-                                lambda folder: self._build(folder, lambda rng: self._file_rows(found, rng), columns)), False
+        found = files.find_source_files(location)
+        identities = {split: files.file_identity(path) for split, path in found.files.items()}
+        key = fingerprint(STORE_VERSION, found.layout, identities, settings)
+        return build_once(self.store_root, key, functools.partial(self._build, found=found)), False
+
+    def _scored_store(self, settings: list) -> Path:
+        """The store of every row of ``source``, encoded with the checkpoint ``encoder_from``'s encoder."""
+        checkpoint = read_checkpoint(self.hparams.encoder_from, "--data.encoder_from")
+        if ENCODING_KEY not in checkpoint:
+            raise CheckpointError(f"--data.encoder_from: {self.hparams.encoder_from} carries no encoder (it was written "
+                                  "before checkpoints kept one): score the source it was trained on, or retrain")
+        state = checkpoint[ENCODING_KEY]
+        found = files.find_source_files(self.source)
+        if found.has_splits or found.layout != checkpoint_layout(state):
+            raise DataError(f"data source {self.source}: rows to score with a checkpoint's encoder come in one "
+                            f"{checkpoint_layout(state)} file, not {sorted(path.name for path in found.files.values())}")
+        path = found.files["all"]
+        trained = checkpoint[SCHEMA_KEY]
+        key = fingerprint(STORE_VERSION, "scored", files.file_identity(path), [field.fingerprint for field in
+                                                                               trained.fields], state["labels"], settings)
+        self._trained_label_range = trained.label_range
+        return build_once(self.store_root, key, functools.partial(self._build_scored, path=path, state=state))
+
+    def _build_scored(self, folder: Path, path: Path, state: dict) -> None:
+        source = readers.DatasetRows(readers.read_lines(path, self._cache_dir), from_file=True) \
+            if path.suffix.lower() == ".libfm" else readers.open_table(path, self._cache_dir)
+        rows = SplitRows({SCORED: source}, {SCORED: SplitOrigin(path)})
+        encoder = encoder_from_state(state)
+        if getattr(encoder, "label", None) not in (None, *source.column_names):
+            encoder.label = None  # rows to predict need no label; test and validate refuse them
+        build_store(folder, rows, encoder, LabelRule(**state["labels"]), self.source, splits=(SCORED,), fitted=True)
 
     @property
     def store_root(self) -> Path:
         """The folder that holds the encoded splits of every source and setting (one sub-folder each)."""
-        return sources.store_root(self.hparams.cache_dir)
+        return files.store_root(self.hparams.cache_dir)
 
-    def _own_split_rows(self, own_rows, rng: np.random.Generator) -> SplitRows:
-        origin = Path(f"{type(self).__name__}.load_rows")
-        if not isinstance(own_rows, dict):
-            return SplitRows.at_random(sources.DatasetRows(own_rows), origin, rng)
-        if sorted(own_rows) != sorted(SPLITS):
-            raise DataError(f"{origin}: returned splits {sorted(own_rows)}; expected {list(SPLITS)}, or one "
-                            "table to split at random")
-        return SplitRows({split: sources.DatasetRows(own_rows[split]) for split in SPLITS},
-                         {split: SplitOrigin(origin) for split in SPLITS})
+    def _build(self, folder: Path, found: files.SourceFiles | None = None, own_rows=None) -> None:
+        """Builds the store in ``folder`` from the source's files (``found``), the rows of :meth:`load_rows`
+        (``own_rows``), or else the synthetic generator (:func:`~lit_ifm.data.build.build_store`)."""
+        hp = self.hparams
+        rng = np.random.default_rng(hp.split_seed)
+        rows = self._split_rows(rng, found, own_rows)
+        if found is not None and found.layout == "libfm":
+            names = self._field_names(found.files.get("train", found.files.get("all")))
+            if hp.hash_buckets or hp.numeric_buckets:
+                raise DataError(f"{rows.origins['train'].path.name}: hash_buckets and numeric_buckets apply to table "
+                                "columns; libFM files carry feature ids already")
+            encoder = LibFMEncoder(names, [self._min_count(name, names) for name in names], EncodingReport())
+        else:
+            specs = self._column_specs() if found is not None or own_rows is not None else \
+                [self._spec(name, "categorical", self.synthetic.field_names) for name in self.synthetic.field_names]
+            # a positive-only log without a label column: every row is a positive
+            labelled = not (hp.negatives_per_positive and hp.label not in rows.column_names("train"))
+            encoder = TableEncoder(specs, hp.label if labelled else None, hp.max_values, EncodingReport())
+        negatives = NegativeSampling(hp.negatives_per_positive, hp.item_field) if hp.negatives_per_positive else None
+        build_store(folder, rows, encoder, self.label_rule, self.source, negatives, rng)
 
-    def _synthetic_rows(self, rng: np.random.Generator) -> SplitRows:
-        return SplitRows.at_random(sources.DatasetRows(self.synthetic.generate(self.task)), Path("synthetic"), rng)
+    @property
+    def label_rule(self) -> LabelRule:
+        """How the labels of the files become the task's."""
+        hp = self.hparams
+        return LabelRule(self.task, hp.positive_threshold, hp.signed_labels)
 
-    def _file_rows(self, found: sources.SourceFiles, rng: np.random.Generator) -> SplitRows:
+    def _split_rows(self, rng: np.random.Generator, found: files.SourceFiles | None, own_rows) -> SplitRows:
+        if own_rows is not None:
+            origin = Path(f"{type(self).__name__}.load_rows")
+            if not isinstance(own_rows, dict):
+                return SplitRows.at_random(readers.DatasetRows(own_rows), origin, rng)
+            if sorted(own_rows) != sorted(SPLITS):
+                raise DataError(f"{origin}: returned splits {sorted(own_rows)}; expected {list(SPLITS)}, or one "
+                                "table to split at random")
+            return SplitRows({split: readers.DatasetRows(own_rows[split]) for split in SPLITS},
+                             {split: SplitOrigin(origin) for split in SPLITS})
+        if found is None:
+            generated = readers.DatasetRows(self.synthetic.generate(self.task))
+            return SplitRows.at_random(generated, Path("synthetic"), rng)
         if found.layout == "libfm":
-            opened = {split: sources.DatasetRows(sources.read_lines(path, self._cache_dir), from_file=True)
+            opened = {split: readers.DatasetRows(readers.read_lines(path, self._cache_dir), from_file=True)
                       for split, path in found.files.items()}
         else:
-            opened = {split: sources.open_table(path, self._cache_dir) for split, path in found.files.items()}
+            opened = {split: readers.open_table(path, self._cache_dir) for split, path in found.files.items()}
         if found.has_splits:
             return SplitRows(opened, {split: SplitOrigin(path) for split, path in found.files.items()})
         return SplitRows.at_random(opened["all"], found.files["all"], rng)
 
-    def _build(self, folder: Path, split_rows_of, columns_of) -> None:
-        """Reads the source in chunks, encodes it and writes the store's files into ``folder``: a first pass counts
-        the training values, a second encodes every split; memory follows the chunk and the vocabularies.
-        ``split_rows_of(rng)`` opens the source; ``columns_of()`` gives a table's field spec, ``None`` for libFM."""
-        hp = self.hparams
-        report = encoding.EncodingReport()
-        rng = np.random.default_rng(hp.split_seed)
-        rows = split_rows_of(rng)
-        rows.origins = store.keep_file_rows(folder, rows.origins)
-        for split in SPLITS:
-            if rows.num_rows(split) == 0:
-                raise DataError(f"the {split} split ({rows.origins[split].path}) has no rows")
-        specs = columns_of()
-        libfm = specs is None
-        if libfm:
-            vocabulary, encode, columns = self._libfm_vocabulary(rows, report)
-        else:
-            vocabulary, encode, columns = self._table_vocabulary(rows, specs, report)
-        width = vocabulary.num_slots
-        value_slots = vocabulary.value_slots
-        numbers = np.zeros(width, dtype=bool)  # libFM positions with a value other than 0 and 1
-        with contextlib.ExitStack() as files:
-            writers = {split: files.enter_context(store.SplitWriter(folder, split, width, value_slots))
-                       for split in SPLITS}
-            for split, first, chunk in rows.chunks(encoding.CHUNK_ROWS, SPLITS, columns):
-                ids, values, labels = encode(split, first, chunk)
-                writers[split].append(ids, values, labels)
-                if libfm:
-                    numbers |= ((values != 0) & (values != 1)).any(axis=0)
-        labels = {split: store.LabelFile(folder, split, encoding.CHUNK_ROWS) for split in SPLITS}
-        if libfm:  # store values only for the positions that carry numbers
-            value_slots = tuple(int(slot) for slot in np.flatnonzero(numbers))
-            for split in SPLITS:
-                store.keep_value_slots(folder, split, width, width, list(value_slots), encoding.CHUNK_ROWS)
-        self._map_labels(labels, rows.origins)
-        fields = vocabulary.fields()
-        if hp.negatives_per_positive:
-            self._add_negatives(folder, labels, fields, vocabulary.num_features, value_slots, rng)
-        low, high, mean = labels["train"].range_and_mean()
-        schema = FieldSchema(fields, vocabulary.num_features, (low, high))
-        counts = {split: len(labels[split]) for split in SPLITS}
-        lines = [f"{split}: {counts[split]} rows" for split in SPLITS] + report.lines()
-        store.write_meta(folder, schema, value_slots, rows.origins, counts, lines,
-                         self._summary(schema, counts, mean, report))
-
-    def _libfm_vocabulary(self, rows: SplitRows, report: encoding.EncodingReport):
-        first = rows.origins["train"].path
-        names = self._field_names(first)
-        if self.hparams.hash_buckets or self.hparams.numeric_buckets:
-            raise DataError(f"{first.name}: hash_buckets and numeric_buckets apply to table columns; libFM files "
-                            "carry feature ids already")
-        vocabulary = encoding.LibFMVocabulary(names, [self._min_count(name, names) for name in names], report)
-
-        def parse(split: str, first_row: int, chunk) -> tuple[np.ndarray, ...]:
-            return encoding.parse_libfm(chunk.column("text"), rows.origins[split], first_row, names)
-
-        def train_ids():
-            return ((first_row, parse(split, first_row, chunk)[0])
-                    for split, first_row, chunk in rows.chunks(encoding.CHUNK_ROWS, ("train",)))
-
-        for _, ids in train_ids():
-            vocabulary.count(ids)
-        vocabulary.finish(train_ids, rows.origins["train"])
-
-        def encode(split: str, first_row: int, chunk) -> tuple[np.ndarray, ...]:
-            ids, values, labels = parse(split, first_row, chunk)
-            return vocabulary.encode(ids, values, rows.origins[split], first_row, split), values, labels
-
-        return vocabulary, encode, None
-
-    def _table_vocabulary(self, rows: SplitRows, columns: list[encoding.ColumnSpec], report: encoding.EncodingReport):
-        hp = self.hparams
-        labelled = not (hp.negatives_per_positive and hp.label not in rows.column_names("train"))
-        label = hp.label if labelled else None
-        for split in SPLITS:
-            encoding.check_columns(rows.column_names(split), columns, label, rows.origins[split].path)
-        read = [spec.name for spec in columns] + ([label] if label else [])
-        vocabulary = encoding.TableVocabulary(columns, label, hp.max_values, report)
-        counted = vocabulary.counted_columns  # the first pass reads these alone
-        for split, first_row, chunk in rows.chunks(encoding.CHUNK_ROWS, ("train",), counted) if counted else ():
-            vocabulary.count(chunk, rows.origins[split], first_row)
-        vocabulary.finish()
-
-        def encode(split: str, first_row: int, chunk) -> tuple[np.ndarray, ...]:
-            return vocabulary.encode(chunk, rows.origins[split], first_row, split, labelled)
-
-        return vocabulary, encode, read
-
-    def _summary(self, schema: FieldSchema, counts: dict[str, int], mean: float,
-                 report: encoding.EncodingReport) -> str:
-        low, high = schema.label_range
-        if self.task == "binary":
-            summary = f"{mean:.1%} of the training labels positive"
-        else:
-            summary = f"labels from {low:.4g} to {high:.4g}" + (
-                " (0/1 read as -1/+1)" if self.hparams.signed_labels else "")
-        rows = ", ".join(f"{split} {counts[split]:,}" for split in SPLITS)
-        head = (f"lit_ifm data from {self.source}, task {self.task}: {rows} rows; {summary}; {schema.num_fields} "
-                f"fields in {schema.num_slots} slots, {schema.num_features:,} feature ids")
-        return "\n".join([head, *(f"  {line}" for line in report.table(schema.fields))])
+    def _field_names(self, path: Path) -> tuple[str, ...]:
+        if self.hparams.categorical:
+            return tuple(self.hparams.categorical)
+        return tuple(f"field_{index}" for index in range(count_libfm_fields(path)))
 
     def _min_count(self, name: str, names) -> int:
         min_count = self.hparams.min_count
@@ -497,13 +454,13 @@ class FieldAwareDataModule(L.LightningDataModule):
             raise DataError(f"min_count names {unknown}, which are not fields; the fields are {list(names)}")
         return min_count.get(name, 1)
 
-    def _spec(self, name: str, kind: str, names, separator: str = "|") -> encoding.ColumnSpec:
+    def _spec(self, name: str, kind: str, names, separator: str = "|") -> ColumnSpec:
         hp = self.hparams
-        return encoding.ColumnSpec(name, kind, separator, self._min_count(name, names),
+        return ColumnSpec(name, kind, separator, self._min_count(name, names),
                                    hp.numeric_buckets if kind == "numeric" else None,
                                    (hp.hash_buckets or {}).get(name), hp.missing_as_id)
 
-    def _column_specs(self) -> list[encoding.ColumnSpec]:
+    def _column_specs(self) -> list[ColumnSpec]:
         hp = self.hparams
         names = [*(hp.categorical or []), *(hp.numeric or []), *(hp.multi_valued or {})]
         specs = [self._spec(name, "categorical", names) for name in hp.categorical or []]
@@ -523,72 +480,13 @@ class FieldAwareDataModule(L.LightningDataModule):
                             f"categorical fields are {[s.name for s in specs if s.kind == 'categorical']}")
         return specs
 
-    def _map_labels(self, labels: dict[str, store.LabelFile], origins: dict[str, SplitOrigin]) -> None:
-        """Maps the stored labels to those the task trains on: 0/1 for binary, numbers (-1/+1 with signed_labels)
-        for regression."""
-        hp = self.hparams
-        if self.task == "binary" and hp.positive_threshold is not None:
-            mapping = lambda data: data >= hp.positive_threshold  # noqa: E731
-        elif self.task == "binary":
-            self._check_two_classes(labels, origins, "task binary", "set positive_threshold (labels at or above it are "
-                                    "positive, e.g. --data.positive_threshold 4 for 1..5 ratings) or use task regression")
-            mapping = lambda data: data > 0  # noqa: E731
-        elif hp.signed_labels:
-            self._check_two_classes(labels, origins, "signed_labels", "drop signed_labels to use the labels as numbers")
-            mapping = lambda data: np.where(data == 0, -1.0, data)  # noqa: E731
-        else:
-            return
-        for data in labels.values():
-            data.map(mapping)
-
-    @staticmethod
-    def _check_two_classes(labels: dict[str, store.LabelFile], origins: dict[str, SplitOrigin], what: str,
-                           advice: str) -> None:
-        """Labels all 0/1 or all -1/+1. Anything else, or 0 beside -1 (three classes?), would be read wrongly."""
-        signed = any((chunk == -1).any() for data in labels.values() for _, chunk in data.chunks())
-        allowed = (-1.0, 1.0) if signed else (0.0, 1.0)
-        for split, data in labels.items():
-            for start, chunk in data.chunks():
-                unexpected = np.flatnonzero(~np.isin(chunk, allowed))
-                if len(unexpected):
-                    value = chunk[int(unexpected[0])]
-                    label = f"{value:g}" + (" beside -1 labels" if signed and value == 0 else "")
-                    raise DataError(f"{origins[split].where(start + int(unexpected[0]))}: label {label} is not 0/1 or "
-                                    f"-1/+1, as {what} expects; {advice}")
-
-    def _add_negatives(self, folder: Path, labels: dict[str, store.LabelFile], fields: list[Field],
-                       num_features: int, value_slots: tuple[int, ...], rng: np.random.Generator) -> None:
-        hp = self.hparams
-        names = [field.name for field in fields]
-        if hp.item_field not in names:
-            raise DataError(f"item_field {hp.item_field!r} is not a field; the fields are {names}")
-        item = fields[names.index(hp.item_field)]
-        if item.slots != 1:
-            raise DataError(f"item_field {hp.item_field!r} must be single-valued for negative sampling")
-        item_slot = sum(field.slots for field in fields[: names.index(hp.item_field)])
-        positives = {split: data.read() for split, data in labels.items()}
-        for split, data in positives.items():
-            if (data <= 0).any():
-                raise DataError(f"negative sampling expects a positive-only log, but the {split} split has "
-                                f"{int((data <= 0).sum())} rows with a label <= 0")
-        num_slots = sum(field.slots for field in fields)
-        splits = {split: store.read_split(folder, split, num_slots, len(value_slots)) for split in SPLITS}
-        observed = np.concatenate([ids for ids, _ in splits.values()]).astype(np.int64)
-        train_items = np.unique(splits["train"][0][:, item_slot])
-        items = train_items[train_items != item.oov_id].astype(np.int64)
-        negative_label = 0.0 if self.task == "binary" else -1.0
-        for split, (ids, values) in splits.items():
-            negatives = sample_negatives(ids.astype(np.int64), item_slot, items, observed, hp.negatives_per_positive,
-                                         rng)
-            # the sampled rows come after the file's, so row numbers of the file still hold
-            store.rewrite_split(folder, split, np.concatenate([ids, negatives]),
-                                np.concatenate([values, np.repeat(values, hp.negatives_per_positive, axis=0)]))
-            labels[split].write(np.concatenate([positives[split],
-                                                np.full(len(negatives), negative_label, dtype=np.float32)]))
-
     # --- loading ------------------------------------------------------------------------------------
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if self.scored_split and shuffle:
+            raise ConfigError(f"--data.encoder_from scores every row of {self.source} with a trained model's encoder; "
+                              "fit trains on a source's training split: drop encoder_from")
+        split = self.scored_split or split
         if split not in self._datasets:
             self.setup()
         hp, dataset = self.hparams, self._datasets[split]
@@ -625,10 +523,17 @@ class FieldAwareDataModule(L.LightningDataModule):
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
+        self._check_labelled("validate")
         return self._loader("validation", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
+        self._check_labelled("test")
         return self._loader("test", shuffle=False)
+
+    def _check_labelled(self, command: str) -> None:
+        if self.scored_split and not self.prepared.labelled:
+            raise DataError(f"{Path(self.source).name}: {command} needs the label column {self.hparams.label!r}, which "
+                            "the file lacks; predict scores rows without labels")
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.hparams.predict_split, shuffle=False)

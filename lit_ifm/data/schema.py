@@ -56,6 +56,14 @@ class FieldSchema:
         self.fields = tuple(fields)
         self.num_features = int(num_features)
         self.label_range = (float(label_range[0]), float(label_range[1]))
+        self.encoding: dict | None = None  # how raw rows become these ids, when the data says (see encoding_state)
+
+    def __getstate__(self) -> dict:
+        # A checkpoint keeps the encoding on a key of its own: the schema stays small wherever it is copied.
+        return {**self.__dict__, "encoding": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({"encoding": None, **state})
 
     @property
     def num_fields(self) -> int:

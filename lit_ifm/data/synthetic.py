@@ -9,7 +9,7 @@ from datasets.table import InMemoryTable
 import numpy as np
 import torch
 
-from lit_ifm.data.encoding import fingerprint
+from lit_ifm.data.encoding.encoder import fingerprint
 from lit_ifm.data.schema import Field, FieldSchema
 
 

@@ -13,7 +13,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 
 from lit_ifm.callbacks.hooks import skip_idle_batch_hooks
-from lit_ifm.checkpoints import MODEL_KEY, SCHEMA_KEY, check_fits, check_schema, read_checkpoint
+from lit_ifm.checkpoints import ENCODING_KEY, MODEL_KEY, SCHEMA_KEY, check_fits, check_schema, read_checkpoint
 from lit_ifm.data.batch import FieldBatch, StepGroup
 from lit_ifm.data.schema import FieldSchema
 from lit_ifm.errors import CheckpointError, ConfigError
@@ -322,6 +322,18 @@ class FieldAwareModel(L.LightningModule):
             metric.update(scores if name == "logloss" else predictions, batch.labels)
             self.log(f"{prefix}{name}", metric, batch_size=len(batch), prog_bar=name in ("rmse", "auroc"))
 
+    # --- using a trained model ---------------------------------------------------------------------------
+
+    def score(self, rows, batch_size: int = 4096):
+        """Probabilities (binary) or values (regression) of raw ``rows``, encoded as the training data was: a file
+        path, a pandas DataFrame, a list of dicts or a ``datasets.Dataset`` with the field spec's columns (a label
+        column is not needed). Values unseen in training read as their field's out-of-vocabulary id. Returns a
+        numpy array, one score per row, equal to what ``python -m lit_ifm predict`` writes for them.
+        """
+        from lit_ifm.serving.scoring import score
+
+        return score(self, rows, batch_size)
+
     def default_monitor(self) -> str:
         """The validation metric that picks the best epoch and stops training early unless another is chosen:
         ``val/auroc`` for a binary task, ``val/rmse`` for regression."""
@@ -399,6 +411,8 @@ class FieldAwareModel(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[SCHEMA_KEY] = self.schema
         checkpoint[MODEL_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
+        if self.schema.encoding is not None:  # how raw rows become this model's ids: scoring new rows needs it
+            checkpoint[ENCODING_KEY] = self.schema.encoding
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # The trainer restores a checkpoint (test, predict, validate, resumed fit) into a model built for the data
@@ -413,8 +427,9 @@ class FieldAwareModel(L.LightningModule):
         """Lightning's loader, with the schema taken from the checkpoint unless given."""
         if "schema" not in kwargs:
             checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-            if "field_schema" in checkpoint:  # else an older checkpoint, with the schema in its hyper-parameters
-                kwargs["schema"] = checkpoint["field_schema"]
+            if SCHEMA_KEY in checkpoint:  # else an older checkpoint, with the schema in its hyper-parameters
+                kwargs["schema"] = checkpoint[SCHEMA_KEY]
+                kwargs["schema"].encoding = checkpoint.get(ENCODING_KEY)
         return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
 
     # --- FM pre-training ----------------------------------------------------------------------------

@@ -1,15 +1,13 @@
-"""Finding a source's split files (local folder, single file or HuggingFace Hub repo) and reading their rows in
-chunks: parquet and CSV/TSV streamed by Arrow, JSON and libFM text parsed (and cached) by HuggingFace ``datasets``."""
+"""Reading a source's rows in chunks of Arrow tables, so that memory follows the chunk, not the file: parquet and
+CSV/TSV streamed by Arrow, JSON and libFM text parsed (and cached) by HuggingFace ``datasets``, and in-memory
+``datasets.Dataset`` tables."""
 
 from __future__ import annotations
 
 import abc
 import csv
-import os
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -20,141 +18,6 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from lit_ifm.errors import DataError
-
-SPLITS = ("train", "validation", "test")
-TABLE_FORMATS = (".csv", ".tsv", ".parquet", ".jsonl", ".json")
-_SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "val"), "test": ("test",)}
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-
-
-@dataclass(frozen=True)
-class SourceFiles:
-    """The files of a source: one per split, or a single ``all`` file to be split at random."""
-
-    layout: str  # "libfm" or "table"
-    files: dict[str, Path]  # split name ("train", "validation", "test" or "all") -> file
-
-    @property
-    def has_splits(self) -> bool:
-        """True for a train/validation/test layout, False for one file to split at random."""
-        return "train" in self.files
-
-
-def line_of(path: Path, row: int) -> str:
-    """Where row ``row`` (0-based) of a file stands, as a person opening the file would count it."""
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        return f"{path.name} line {row + 2}"  # the header is line 1
-    if suffix == ".parquet":
-        return f"{path.name} row {row}"
-    return f"{path.name} line {row + 1}"
-
-
-@dataclass(frozen=True)
-class SplitOrigin:
-    """Where a split's rows come from: its file and, for a one-file source split at random, the file rows it
-    holds in order, so that messages name lines of the file rather than positions inside the split.
-
-    >>> SplitOrigin(Path("all.csv"), np.array([4, 9])).where(1)
-    'all.csv line 11'
-    """
-
-    path: Path
-    file_rows: np.ndarray | None = None
-
-    def where(self, row: int) -> str:
-        """Where row ``row`` of the split stands in its file, e.g. ``all.csv line 11``."""
-        return line_of(self.path, row if self.file_rows is None else int(self.file_rows[row]))
-
-
-def find_source_files(source: str | Path) -> SourceFiles:
-    """The split files of a local file or folder.
-
-    A folder holds ``<name>.train.libfm``, ``<name>.validation.libfm``, ``<name>.test.libfm`` (the paper's
-    layout) or ``train``/``valid``/``test`` table files (``.csv``, ``.tsv``, ``.parquet``, ``.jsonl``), as in
-    the Hub's ``reczoo/Frappe_x1``; a folder with one data file, or a single file, is split at random.
-    """
-    path = Path(source).expanduser()
-    if path.is_file():
-        return SourceFiles(_layout_of(path), {"all": path})
-    if not path.is_dir():
-        raise DataError(f"data source {str(source)!r}: no such file or folder")
-    candidates = sorted(p for p in path.iterdir() if p.is_file() and _layout_of(p, strict=False))
-    if not candidates:
-        raise DataError(f"data source {path}: no data files; expected <name>.train.libfm/.validation.libfm/"
-                        f".test.libfm or train/valid/test files ending in {sorted(TABLE_FORMATS)} or .libfm")
-    files: dict[str, Path] = {}
-    for split, aliases in _SPLIT_ALIASES.items():
-        for candidate in candidates:
-            stem_parts = candidate.name.lower().split(".")
-            if any(alias in stem_parts[:-1] for alias in aliases):
-                files.setdefault(split, candidate)
-    if not files:
-        if len(candidates) > 1:
-            raise DataError(f"data source {path}: found {[c.name for c in candidates]} but no file named for a "
-                            "split; name them train/valid/test (or <name>.train.libfm ...) or pass one file")
-        return SourceFiles(_layout_of(candidates[0]), {"all": candidates[0]})
-    missing = [split for split in SPLITS if split not in files]
-    if missing:
-        raise DataError(f"data source {path}: found {sorted(f.name for f in files.values())} but no "
-                        f"{' or '.join(missing)} file; expected one file per split (train, valid, test)")
-    layouts = {_layout_of(f) for f in files.values()}
-    if len(layouts) > 1:
-        raise DataError(f"data source {path}: split files mix libFM and table formats: {sorted(map(str, files.values()))}")
-    return SourceFiles(layouts.pop(), files)
-
-
-def _layout_of(path: Path, strict: bool = True) -> str:
-    suffix = path.suffix.lower()
-    if suffix == ".libfm":
-        return "libfm"
-    if suffix in TABLE_FORMATS:
-        return "table"
-    if strict:
-        raise DataError(f"{path}: unknown file type {suffix!r}; expected .libfm or one of {sorted(TABLE_FORMATS)}")
-    return ""
-
-
-def is_hub_id(source: str) -> bool:
-    """Whether ``source`` names a HuggingFace Hub dataset (``owner/name``) rather than a local path."""
-    return bool(_HUB_ID.match(source)) and not Path(source).exists()
-
-
-def download_from_hub(repo_id: str, cache_dir: str | None = None, timeout: float = 5.0) -> Path:
-    """Fetch a Hub dataset repo's data files and return the local snapshot folder.
-
-    Uses the local cache when it has the repo; otherwise checks within ``timeout`` seconds that the Hub
-    answers, so an offline machine fails at once with advice rather than after a minute of retries.
-    """
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    patterns = ["*.csv", "*.tsv", "*.parquet", "*.jsonl", "*.json", "*.libfm", "**/*.csv", "**/*.parquet"]
-    advice = (f"Pass a local folder laid out like the Hub repo instead (train.csv, valid.csv, test.csv), "
-              f"e.g. --data.source /path/to/{repo_id.split('/')[-1]}, or a folder of the paper's libFM files.")
-    try:
-        return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=patterns,
-                                      cache_dir=cache_dir, local_files_only=True))
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
-        pass
-    if constants.HF_HUB_OFFLINE:
-        raise DataError(f"HuggingFace Hub dataset {repo_id!r} is not in the local cache and HF_HUB_OFFLINE is "
-                        f"set, so it cannot be downloaded. {advice}")
-    _check_hub_reachable(constants.ENDPOINT, repo_id, timeout, advice)
-    try:
-        return Path(snapshot_download(repo_id, repo_type="dataset", allow_patterns=patterns, cache_dir=cache_dir))
-    except Exception as error:  # the Hub's own errors (missing repo, auth) carry the details
-        raise DataError(f"could not download HuggingFace Hub dataset {repo_id!r}: {error}. {advice}") from error
-
-
-def _check_hub_reachable(endpoint: str, repo_id: str, timeout: float, advice: str) -> None:
-    import httpx
-
-    try:
-        httpx.head(endpoint, timeout=timeout, follow_redirects=True)
-    except httpx.HTTPError as error:
-        raise DataError(f"cannot reach the HuggingFace Hub at {endpoint} to download {repo_id!r} "
-                        f"(offline? {type(error).__name__}). {advice}") from None
 
 
 def open_table(path: Path, cache_dir: str | None) -> RowSource:
@@ -186,6 +49,7 @@ def _read_header(path: Path, separator: str) -> list[str]:
     return header
 
 
+
 def not_utf8(path: Path) -> str:
     """Which line of ``path`` is not UTF-8 text, found by a second, binary read (only once decoding failed)."""
     with path.open("rb") as file:
@@ -196,6 +60,7 @@ def not_utf8(path: Path) -> str:
                 return (f"{path.name} line {number}: not UTF-8 text (byte 0x{line[error.start]:02x} at column "
                         f"{error.start + 1}); save the file as UTF-8")
     return f"{path.name}: not UTF-8 text; save the file as UTF-8"
+
 
 
 def _root_cause(error: BaseException) -> BaseException:
@@ -232,26 +97,6 @@ def _load(builder: str, path: Path, cache_dir: str | None, **options) -> dataset
             raise DataError(not_utf8(path)) from None
         raise DataError(f"{path}: could not be read as {builder}: {type(cause).__name__}: {cause}") from None
 
-
-def default_cache_dir() -> str | None:
-    """Where ``datasets`` caches parsed JSON and libFM files unless ``cache_dir`` says: ``$LIT_IFM_CACHE``, else its
-    own default."""
-    return os.environ.get("LIT_IFM_CACHE")
-
-
-def store_root(cache_dir: str | None) -> Path:
-    """Where encoded splits are stored: ``<cache_dir>/encoded``, with ``cache_dir`` defaulting to
-    ``$LIT_IFM_CACHE``, else ``~/.cache/lit_ifm``."""
-    return Path(cache_dir or default_cache_dir() or Path.home() / ".cache" / "lit_ifm").expanduser() / "encoded"
-
-
-def file_identity(path: Path) -> tuple:
-    """What says a file is unchanged since a store was built from it: its path, size, change time and inode."""
-    status = path.stat()
-    return str(path.resolve()), status.st_size, status.st_mtime_ns, status.st_ino
-
-
-# --- reading rows in chunks ---------------------------------------------------------------------------
 
 
 class RowSource(abc.ABC):
@@ -421,60 +266,44 @@ class DatasetRows(RowSource):
             yield from self.dataset.with_format("arrow")[:].to_batches()
 
 
-def split_rows(count: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """A seeded 70/20/10 split of ``count`` rows (the paper's protocol), each part in file order.
+class ArrowRows(RowSource):
+    """An Arrow table in memory (what a pandas DataFrame or a list of dicts becomes)."""
 
-    >>> [len(part) for part in split_rows(10, np.random.default_rng(0))]
-    [7, 2, 1]
+    def __init__(self, table: pa.Table):
+        self.table = table
+        self.num_rows = table.num_rows
+        self.column_names = table.column_names
+
+    def chunks(self, rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        table = self.table if columns is None else self.table.select(columns)
+        for start in range(0, max(self.num_rows, 1), rows):
+            yield table.slice(start, rows)
+
+
+def rows_of(rows, cache_dir: str | None = None) -> tuple[RowSource, Path]:
+    """Rows as a user has them, and the name messages give them: a file (CSV, TSV, parquet, JSON lines or libFM), a
+    ``datasets.Dataset``, a pandas ``DataFrame``, a list of dicts (one a row) or an Arrow table.
+
+    >>> source, name = rows_of([{"user": "a", "item": 1}, {"user": "b", "item": 2}])
+    >>> source.num_rows, source.column_names, str(name)
+    (2, ['user', 'item'], 'rows')
     """
-    order = rng.permutation(count)
-    return [np.sort(part) for part in np.split(order, [int(0.7 * count), int(0.9 * count)])]
-
-
-class SplitRows:
-    """Which rows make each split: one source per split, or one source whose rows are split 70/20/10 at random
-    (each split keeping file order). Chunks come in file order, each with its split and its first row there."""
-
-    def __init__(self, sources: dict[str, RowSource], origins: dict[str, SplitOrigin],
-                 assignment: np.ndarray | None = None):
-        self.sources, self.origins, self.assignment = sources, origins, assignment
-
-    @classmethod
-    def at_random(cls, source: RowSource, path: Path, rng: np.random.Generator) -> SplitRows:
-        """The rows of ``source`` split at random with ``rng`` (:func:`split_rows`)."""
-        parts = dict(zip(SPLITS, split_rows(source.num_rows, rng)))
-        assignment = np.empty(source.num_rows, dtype=np.int8)
-        for index, rows in enumerate(parts.values()):
-            assignment[rows] = index
-        return cls({"all": source}, {split: SplitOrigin(path, rows) for split, rows in parts.items()}, assignment)
-
-    def num_rows(self, split: str) -> int:
-        """The rows of ``split``."""
-        if self.assignment is None:
-            return self.sources[split].num_rows
-        return len(self.origins[split].file_rows)
-
-    def column_names(self, split: str) -> list[str]:
-        """The columns of the source that ``split`` comes from."""
-        return self.sources[split if self.assignment is None else "all"].column_names
-
-    def chunks(self, rows: int, splits: tuple[str, ...] = SPLITS,
-               columns: list[str] | None = None) -> Iterator[tuple[str, int, pa.Table]]:
-        """``(split, first row in the split, rows)`` for every chunk of ``splits``, in order."""
-        if self.assignment is None:
-            for split in splits:
-                first = 0
-                for chunk in self.sources[split].chunks(rows, columns):
-                    yield split, first, chunk
-                    first += chunk.num_rows
-            return
-        firsts, start = dict.fromkeys(SPLITS, 0), 0
-        for chunk in self.sources["all"].chunks(rows, columns):
-            owner = self.assignment[start: start + chunk.num_rows]
-            start += chunk.num_rows
-            for index, split in enumerate(SPLITS):
-                mine = owner == index
-                count = int(mine.sum())
-                if split in splits and count:
-                    yield split, firsts[split], chunk.filter(pa.array(mine))
-                firsts[split] += count
+    if isinstance(rows, (str, Path)):
+        path = Path(rows).expanduser()
+        if not path.is_file():
+            raise DataError(f"{path}: no such file")
+        if path.suffix.lower() == ".libfm":
+            return DatasetRows(read_lines(path, cache_dir), from_file=True), path
+        if path.suffix.lower() not in (".csv", ".tsv", ".parquet", ".jsonl", ".json"):
+            raise DataError(f"{path}: unknown file type {path.suffix!r}; expected .csv, .tsv, .parquet, .jsonl or .libfm")
+        return open_table(path, cache_dir), path
+    if isinstance(rows, datasets.Dataset):
+        return DatasetRows(rows), Path("dataset")
+    if isinstance(rows, pa.Table):
+        return ArrowRows(rows), Path("table")
+    if isinstance(rows, list) and all(isinstance(row, dict) for row in rows):
+        return ArrowRows(pa.Table.from_pylist(rows)), Path("rows")
+    if hasattr(rows, "columns") and hasattr(rows, "to_dict"):  # a pandas DataFrame
+        return ArrowRows(pa.Table.from_pandas(rows, preserve_index=False)), Path("DataFrame")
+    raise DataError(f"rows of type {type(rows).__name__}: expected a file path, a pandas DataFrame, a list of dicts, a "
+                    "datasets.Dataset or an Arrow table")

@@ -1,0 +1,137 @@
+"""The one build of a store: rows (:mod:`lit_ifm.data.rows`) through an encoder (:mod:`lit_ifm.data.encoding`) into
+a store's files (:mod:`lit_ifm.data.store`).
+
+A first pass counts the training values, a second encodes every split chunk by chunk, so memory follows the chunk
+and the vocabularies; then the labels are mapped to the task's, negatives are sampled for a positive-only log, and
+the store's description is written last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lit_ifm.data.encoding import encoding_state
+from lit_ifm.data.encoding.encoder import Encoder
+from lit_ifm.data.encoding.labels import LabelRule
+from lit_ifm.data.encoding.negatives import sample_negatives
+from lit_ifm.data.encoding.report import EncodingReport
+from lit_ifm.data.rows.splits import SPLITS, SplitRows
+from lit_ifm.data.schema import Field, FieldSchema
+from lit_ifm.data.store import folder as store
+from lit_ifm.errors import DataError
+
+CHUNK_ROWS = 1 << 18  # rows encoded at once: large enough for vectorised work, small enough to stay flat in memory
+
+
+@dataclass(frozen=True)
+class NegativeSampling:
+    """Negatives for a positive-only log: ``per_positive`` rows per positive, each the positive with another value
+    of ``item_field`` (drawn from its training values, never making an observed positive)."""
+
+    per_positive: int
+    item_field: str
+
+
+def build_store(folder: Path, rows: SplitRows, encoder: Encoder, labels: LabelRule, source: str,
+                negatives: NegativeSampling | None = None, rng: np.random.Generator | None = None,
+                splits: tuple[str, ...] = SPLITS, fitted: bool = False) -> None:
+    """Encodes the ``splits`` of ``rows`` with ``encoder`` into the store's files in ``folder`` (see
+    :mod:`lit_ifm.data.store`), with labels mapped by ``labels`` and, for a positive-only log, ``negatives`` drawn
+    with ``rng``; ``source`` names the data in the summary. The encoder counts the first split's values and builds
+    its vocabularies first, unless it is ``fitted`` already (new rows scored with a trained model's encoder)."""
+    rows.origins = store.keep_file_rows(folder, rows.origins)
+    for split in splits:
+        if rows.num_rows(split) == 0:
+            raise DataError(f"the {split} split ({rows.origins[split].path}) has no rows")
+        encoder.check_columns(rows.column_names(split), rows.origins[split].path)
+    if not fitted:
+        counted = encoder.counted_columns
+        if counted is None or counted:
+            for split, first_row, chunk in rows.chunks(CHUNK_ROWS, splits[:1], counted):
+                encoder.count(chunk, rows.origins[split], first_row)
+        encoder.finish()
+    width, value_slots = encoder.num_slots, encoder.value_slots
+    with contextlib.ExitStack() as files:
+        writers = {split: files.enter_context(store.SplitWriter(folder, split, width, value_slots)) for split in splits}
+        for split, first_row, chunk in rows.chunks(CHUNK_ROWS, splits, encoder.encoded_columns):
+            writers[split].append(*encoder.encode(chunk, rows.origins[split], first_row, split))
+    label_files = {split: store.LabelFile(folder, split, CHUNK_ROWS) for split in splits}
+    stored = encoder.stored_value_slots() if not fitted else value_slots
+    if stored != value_slots:  # keep the values of the slots that carry numbers
+        for split in splits:
+            store.keep_value_slots(folder, split, width, len(value_slots), [value_slots.index(slot) for slot in stored],
+                                   CHUNK_ROWS)
+    labels.check(label_files, rows.origins)
+    if labels.maps:
+        for data in label_files.values():
+            data.map(labels.apply)
+    fields = encoder.fields()
+    if negatives is not None:
+        add_negatives(folder, label_files, fields, stored, negatives, labels.task, rng)
+    store.write_encoding(folder, encoding_state(encoder, labels))
+    low, high, mean = label_files[splits[0]].range_and_mean()
+    schema = FieldSchema(fields, encoder.num_features, (low, high))
+    counts = {split: len(label_files[split]) for split in splits}
+    lines = [f"{split}: {counts[split]} rows" for split in splits] + encoder.report.lines()
+    labelled = encoder_reads_labels(encoder)
+    store.write_meta(folder, schema, stored, rows.origins, counts, lines,
+                     summary(source, labels, schema, counts, mean if labelled else None, encoder.report), labelled)
+
+
+def encoder_reads_labels(encoder: Encoder) -> bool:
+    """Whether the encoded rows carry labels of their own (a table without a label column, scored or a positive-only
+    log, does not)."""
+    return getattr(encoder, "label", True) is not None
+
+
+def add_negatives(folder: Path, labels: dict[str, store.LabelFile], fields: list[Field], value_slots: tuple[int, ...],
+                  negatives: NegativeSampling, task: str, rng: np.random.Generator) -> None:
+    """Appends ``negatives.per_positive`` negatives per row of every split of a positive-only log (after the file's
+    rows, so that row numbers of the file still hold)."""
+    names = [field.name for field in fields]
+    if negatives.item_field not in names:
+        raise DataError(f"item_field {negatives.item_field!r} is not a field; the fields are {names}")
+    item = fields[names.index(negatives.item_field)]
+    if item.slots != 1:
+        raise DataError(f"item_field {negatives.item_field!r} must be single-valued for negative sampling")
+    item_slot = sum(field.slots for field in fields[: names.index(negatives.item_field)])
+    positives = {split: data.read() for split, data in labels.items()}
+    for split, data in positives.items():
+        if (data <= 0).any():
+            raise DataError(f"negative sampling expects a positive-only log, but the {split} split has "
+                            f"{int((data <= 0).sum())} rows with a label <= 0")
+    num_slots = sum(field.slots for field in fields)
+    splits = {split: store.read_split(folder, split, num_slots, len(value_slots)) for split in SPLITS}
+    observed = np.concatenate([ids for ids, _ in splits.values()]).astype(np.int64)
+    train_items = np.unique(splits["train"][0][:, item_slot])
+    items = train_items[train_items != item.oov_id].astype(np.int64)
+    negative_label = 0.0 if task == "binary" else -1.0
+    for split, (ids, values) in splits.items():
+        sampled = sample_negatives(ids.astype(np.int64), item_slot, items, observed, negatives.per_positive, rng)
+        store.rewrite_split(folder, split, np.concatenate([ids, sampled]),
+                            np.concatenate([values, np.repeat(values, negatives.per_positive, axis=0)]))
+        labels[split].write(np.concatenate([positives[split],
+                                            np.full(len(sampled), negative_label, dtype=np.float32)]))
+
+
+def summary(source: str, labels: LabelRule, schema: FieldSchema, counts: dict[str, int], mean: float | None,
+            report: EncodingReport) -> str:
+    """What was loaded, printed when the data is first prepared: rows per split and the labels (``mean`` ``None``:
+    rows without labels), then the schema, one line per field
+    (:meth:`~lit_ifm.data.encoding.report.EncodingReport.table`)."""
+    low, high = schema.label_range
+    if mean is None:
+        described = "no labels"
+    elif labels.task == "binary":
+        described = f"{mean:.1%} of the training labels positive"
+    else:
+        described = f"labels from {low:.4g} to {high:.4g}" + (" (0/1 read as -1/+1)" if labels.signed_labels else "")
+    rows = ", ".join(f"{split} {count:,}" for split, count in counts.items())
+    head = (f"lit_ifm data from {source}, task {labels.task}: {rows} rows; {described}; {schema.num_fields} "
+            f"fields in {schema.num_slots} slots, {schema.num_features:,} feature ids")
+    return "\n".join([head, *(f"  {line}" for line in report.table(schema.fields, [split for split in counts
+                                                                                        if split != "train"]))])
