@@ -14,7 +14,6 @@ from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from lit_ifm.callbacks.divergence import DivergenceGuard
-from lit_ifm.callbacks.hooks import SkipsIdleBatchHooks
 from lit_ifm.callbacks.monitor import BestCheckpoint, EarlyStopping
 from lit_ifm.callbacks.predictions import PredictionWriter
 from lit_ifm.callbacks.progress import LineProgress
@@ -38,7 +37,7 @@ def default_config_files() -> list[str]:
     return []
 
 
-class LoggedConfig(SkipsIdleBatchHooks, SaveConfigCallback):
+class LoggedConfig(SaveConfigCallback):
     """Saves ``config.yaml`` in the run's folder, next to its ``checkpoints/``, and hands the same resolved, nested
     config to the logger, with the model's parameter count; models and data modules keep their own
     hyper-parameters out of the logger, so nothing is logged twice."""

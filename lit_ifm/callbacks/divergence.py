@@ -8,14 +8,13 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from lit_ifm.callbacks.hooks import SkipsIdleBatchHooks
 from lit_ifm.errors import TrainingDiverged
 
 _ADVICE = ("training stopped before this state reached a checkpoint (earlier checkpoints are kept); lower the "
            "learning rate (--model.lr), or train in 32-bit precision")
 
 
-class DivergenceGuard(SkipsIdleBatchHooks, L.Callback):
+class DivergenceGuard(L.Callback):
     """Stops ``fit`` with :class:`~lit_ifm.errors.TrainingDiverged` once the training loss or a validation metric
     is NaN or infinite. Lightning runs checkpoint callbacks after all others, so a diverged state never becomes
     ``best`` and never overwrites ``last.ckpt``. ``python -m lit_ifm`` adds it to every run.

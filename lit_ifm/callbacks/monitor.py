@@ -9,7 +9,6 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping as _LightningEarlyStopping
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lit_ifm.callbacks.hooks import SkipsIdleBatchHooks
 from lit_ifm.errors import ConfigError
 
 Mode = Literal["min", "max"]
@@ -35,7 +34,7 @@ def resolve_monitor(pl_module: L.LightningModule, monitor: str | None, mode: Mod
     return monitor, found
 
 
-class BestCheckpoint(SkipsIdleBatchHooks, ModelCheckpoint):
+class BestCheckpoint(ModelCheckpoint):
     """Lightning's ``ModelCheckpoint`` keeping the best validation epoch by the task's metric: ``val/auroc``
     (higher is better) for a binary task, ``val/rmse`` (lower is better) for regression, unless ``monitor`` names
     another (``python -m lit_ifm fit --monitor val/logloss`` sets it on every callback that follows the task).
@@ -66,7 +65,7 @@ class BestCheckpoint(SkipsIdleBatchHooks, ModelCheckpoint):
         super().setup(trainer, pl_module, stage)
 
 
-class EarlyStopping(SkipsIdleBatchHooks, _LightningEarlyStopping):
+class EarlyStopping(_LightningEarlyStopping):
     """Lightning's ``EarlyStopping`` on the task's metric, chosen as :class:`BestCheckpoint` chooses it.
 
     Args:

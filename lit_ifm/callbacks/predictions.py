@@ -11,12 +11,11 @@ import pyarrow.csv
 import pyarrow.parquet
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_ifm.callbacks.hooks import SkipsIdleBatchHooks
 from lit_ifm.errors import ConfigError
 from lit_ifm.runs import checkpoint_run_folder, run_folder
 
 
-class PredictionWriter(SkipsIdleBatchHooks, L.Callback):
+class PredictionWriter(L.Callback):
     """Writes ``row_id`` and ``prediction`` of every predicted row (and, with ``with_attention``, the
     IFM family's per-instance attention T_ij, one column per slot pair) at the end of ``predict``, and says where.
     ``python -m lit_ifm predict`` adds one when the configuration has none.

@@ -7,10 +7,9 @@ import time
 import lightning as L
 from lightning.pytorch.callbacks import ProgressBar
 
-from lit_ifm.callbacks.hooks import SkipsIdleBatchHooks
 
 
-class LineProgress(SkipsIdleBatchHooks, ProgressBar):
+class LineProgress(ProgressBar):
     """Lightning's progress bar redrawn in place writes hundreds of kilobytes into a log file; this writes lines:
     one per training epoch (its steps, seconds and the metrics the bar shows) and, within a long epoch, one every
     ``every_n_seconds``. ``python -m lit_ifm`` uses it instead of the bar when its output is not a terminal.

@@ -8,7 +8,6 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from lit_ifm.callbacks.hooks import SkipsIdleBatchHooks
 from lit_ifm.data.batch import StepGroup
 from lit_ifm.errors import ConfigError
 
@@ -45,7 +44,7 @@ def inclusion_probabilities(probabilities: Tensor, count: int, iterations: int =
     return torch.where(p > 0, 1 - torch.exp(-high.exp() * p), torch.ones_like(p))
 
 
-class InteractionSampler(SkipsIdleBatchHooks, L.Callback):
+class InteractionSampler(L.Callback):
     """Before every training batch, draws ``pairs`` of an IFM-family model's P feature interactions with
     probability proportional to ``||F_{f_i,f_j}||^exponent`` (without replacement) and has the model
     compute pair products, attention (softmax over the drawn pairs) and field aspect for those only.

@@ -7,10 +7,9 @@ from collections.abc import Mapping
 
 import lightning as L
 
-from lit_ifm.callbacks.hooks import SkipsIdleBatchHooks
 
 
-class TrainingThroughput(SkipsIdleBatchHooks, L.Callback):
+class TrainingThroughput(L.Callback):
     """Logs ``train/samples_per_sec``: training rows per wall-clock second of each epoch's training batches, all
     ranks together. The clock runs from the start of the epoch to the end of its last training batch (data
     loading, forward, backward and optimizer step included) and stops while validation runs, at the end of the

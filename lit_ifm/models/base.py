@@ -12,7 +12,6 @@ import torchmetrics
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 
-from lit_ifm.callbacks.hooks import skip_idle_batch_hooks
 from lit_ifm.checkpoints import MODEL_KEY, SCHEMA_KEY, check_fits, check_schema, read_checkpoint
 from lit_ifm.data.batch import FieldBatch, StepGroup
 from lit_ifm.data.schema import FieldSchema
@@ -219,11 +218,6 @@ class FieldAwareModel(L.LightningModule):
                               "Lightning neither clips gradients (gradient_clip_val) nor accumulates them "
                               "(accumulate_grad_batches); set --data.steps_per_call 1 to use them")
         return steps
-
-    def setup(self, stage: str) -> None:
-        """Leaves the trainer's callbacks no idle batch hook to call
-        (:func:`~lit_ifm.callbacks.hooks.skip_idle_batch_hooks`): a subclass's own hook calls it."""
-        skip_idle_batch_hooks(self.trainer.callbacks)
 
     def on_train_start(self) -> None:
         """Checks what ``steps_per_call`` cannot do, carries the step count over and keeps freed memory for reuse
