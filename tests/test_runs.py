@@ -161,18 +161,6 @@ def test_a_run_resumed_with_another_steps_per_call_keeps_counting_its_steps(tmp_
         torch.testing.assert_close(actual, expected, msg=name, rtol=0, atol=0)
 
 
-def test_the_hook_name_lightning_sets_on_every_call_skips_the_modules_attribute_lookups(monkeypatch):
-    model = fresh_fm(small_data())
-    looked_up = []
-    module_setattr = torch.nn.Module.__setattr__
-    monkeypatch.setattr(torch.nn.Module, "__setattr__",
-                        lambda self, name, value: looked_up.append(name) or module_setattr(self, name, value))
-    model._current_fx_name = "training_step"
-    model.extra = torch.nn.Parameter(torch.zeros(2))  # other attributes still register as nn.Module's do
-    assert looked_up == ["extra"]
-    assert model._current_fx_name == "training_step" and "extra" in dict(model.named_parameters())
-
-
 def test_throughput_is_logged_per_epoch(tmp_path):
     data = small_data()
     run = trainer(tmp_path, max_epochs=1, callbacks=[TrainingThroughput()])

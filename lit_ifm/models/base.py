@@ -201,15 +201,6 @@ class FieldAwareModel(L.LightningModule):
     def automatic_optimization(self, automatic: bool) -> None:
         self._automatic_optimization = automatic
 
-    def __setattr__(self, name: str, value) -> None:
-        # Lightning names the hook it is in on the module before and after every hook it calls, module's or
-        # callbacks': over a dozen times an optimizer step. nn.Module's __setattr__ (which looks for parameters,
-        # buffers and modules first) made that 4% of FM's step at batch 128.
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
     def _steps_per_call(self) -> int:
         trainer = self._trainer
         steps = getattr(getattr(trainer.datamodule, "hparams", None), "steps_per_call", 1) if trainer else 1
