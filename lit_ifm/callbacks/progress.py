@@ -44,7 +44,7 @@ class LineProgress(ProgressBar):
         now = time.perf_counter()
         if self._enabled and self.every_n_seconds is not None and now - self._last_line >= self.every_n_seconds:
             self._last_line = now
-            total = self.total_train_batches  # Lightning's calls, which are steps unless steps_per_call > 1
+            total = self.total_train_batches
             share = f", {(batch_idx + 1) / total:.0%} of the epoch," if total != float("inf") else ""
             self.print(f"{self._epoch(trainer)}: {trainer.global_step - self._first_step} steps{share} after "
                        f"{now - self._epoch_start:.1f} s; {self._metrics(trainer, pl_module, 'train/')}")

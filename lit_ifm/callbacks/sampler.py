@@ -8,7 +8,6 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from lit_ifm.data.batch import StepGroup
 from lit_ifm.errors import ConfigError
 
 
@@ -104,19 +103,14 @@ class InteractionSampler(L.Callback):
             self.selection_counts, self.steps = torch.zeros(pl_module.num_pairs, dtype=torch.long), 0
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
-        if isinstance(batch, StepGroup):  # several optimizer steps in this call: a draw before each
-            batch.before_each_step.append(lambda: self.draw(trainer, pl_module))
-        else:
-            self.draw(trainer, pl_module)
+        self.draw(trainer, pl_module)
 
     def draw(self, trainer: L.Trainer, pl_module) -> None:
         """Has ``pl_module`` compute the pairs drawn for the coming training step (all pairs during warm-up)."""
         if trainer.global_step < self.warmup_steps:
             self._use_all_pairs(pl_module)
             return
-        # In full precision even inside a training step (several steps per call draw there, under autocast).
-        with torch.autocast(pl_module.device.type, enabled=False):
-            weights = pl_module.pair_weights(self.exponent)
+        weights = pl_module.pair_weights(self.exponent)
         if trainer.world_size > 1 and torch.distributed.is_initialized():
             # rank 0's: a rank's batch-norm statistics, which pair weights may scale by, are its own between
             # DDP's broadcasts, and every rank must draw the same pairs

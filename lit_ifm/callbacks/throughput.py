@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 
 import lightning as L
 
@@ -20,8 +19,7 @@ class TrainingThroughput(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         now = time.perf_counter()
-        # a call of several optimizer steps says how many rows it trained on (max_steps may end it early)
-        self._samples += outputs["rows"] if isinstance(outputs, Mapping) and "rows" in outputs else len(batch)
+        self._samples += len(batch)
         self._seconds += now - self._since
         self._since = now
 
