@@ -45,7 +45,6 @@ import torch
 import lit_ifm
 from lit_ifm import FieldAwareDataModule, FieldBatch
 from lit_ifm.callbacks import TrainingThroughput
-from lit_ifm.memory import keep_freed_memory_for_reuse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import BINARY_OPTIONS, FRAPPE_FIELDS  # noqa: E402  (the peers' settings, as the quality benchmark's)
@@ -102,7 +101,6 @@ def loop_rates(model_class, data, model_args, epochs: int, batch_size: int, devi
                precision: str = "32-true", warmup: int = 1) -> list[float]:
     """The same model and tensors in a hand-written loop, no Lightning, no DataLoader: samples/s of each epoch
     after the ``warmup`` first."""
-    keep_freed_memory_for_reuse()  # as lit_ifm's models do when training starts
     torch.manual_seed(0)
     model = model_class(data.schema, **model_args).to(device)
     optimizer = model.configure_optimizers()
@@ -246,6 +244,7 @@ def main() -> None:
     data.setup("fit")
     rows = len(data.prepared.splits["train"])
     if args.column:
+        lit_ifm.tune_allocator()  # as python -m lit_ifm does, so that the CLI column differs in nothing else
         model, batch_size = args.models[0], args.batch_sizes[0]
         model_class, model_args = getattr(lit_ifm, model), peers_model_args(model, args.compile)
         data.hparams.batch_size = batch_size

@@ -9,7 +9,8 @@ from lit_ifm import callbacks, data, errors, models
 from lit_ifm.callbacks import *  # noqa: F403  (checkpointing, early stopping, sampling, reports, predictions)
 from lit_ifm.data import *  # noqa: F403  (the data module, its schema and batch types)
 from lit_ifm.errors import *  # noqa: F403  (the mistakes reported as one line)
+from lit_ifm.memory import tune_allocator  # noqa: F401  (an opt-in: glibc's malloc thresholds for training)
 from lit_ifm.models import *  # noqa: F403  (every model and the bases to subclass)
 
 __version__ = "0.1.0"
-__all__ = sorted({*data.__all__, *models.__all__, *callbacks.__all__, *errors.__all__})
+__all__ = sorted({*data.__all__, *models.__all__, *callbacks.__all__, *errors.__all__, "tune_allocator"})

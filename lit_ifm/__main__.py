@@ -20,6 +20,7 @@ from lit_ifm.callbacks.progress import LineProgress
 from lit_ifm.checkpoints import check_model_class, import_class, read_checkpoint
 from lit_ifm.data import FieldAwareDataModule
 from lit_ifm.errors import ConfigError, UserError
+from lit_ifm.memory import tune_allocator
 from lit_ifm.models import FieldAwareModel
 from lit_ifm.noise import silence_known_noise
 from lit_ifm.runs import new_run_folder, run_folder
@@ -170,7 +171,8 @@ class LitIFMCLI(LightningCLI):
 def main(args: list[str] | None = None,
          data_module: type[FieldAwareDataModule] = FieldAwareDataModule) -> LitIFMCLI:
     """``python -m lit_ifm``: LightningCLI with lit_ifm's defaults (``cli.yaml``), and any mistake in the data or
-    the settings reported as one line ``lit-ifm: error: ...`` with exit code 2.
+    the settings reported as one line ``lit-ifm: error: ...`` with exit code 2. As the owner of its process, it
+    also sets glibc's malloc thresholds for training (:func:`lit_ifm.memory.tune_allocator`).
 
     Args:
         args: the command line, e.g. ``["fit", "--config", "recipes/fm_frappe.yaml"]``; default ``sys.argv``.
@@ -178,6 +180,7 @@ def main(args: list[str] | None = None,
             :class:`FieldAwareDataModule` (its constructor keeps a ``task`` argument, linked to the model's).
     """
     silence_known_noise()
+    tune_allocator()  # process-wide: the entry point owns the process, a library import does not
     try:
         return _cli(args, data_module)
     except Exception as error:

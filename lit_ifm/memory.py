@@ -1,15 +1,55 @@
-"""Checking that a model's parameters fit in memory before they are allocated; glibc's malloc thresholds while a
-data store is built (freed memory handed back) and while a model trains (freed memory kept for reuse)."""
+"""glibc's malloc thresholds tuned for training: a process-wide setting, so only the program that owns the process
+sets it (``python -m lit_ifm`` does; a library user opts in with :func:`tune_allocator`)."""
 
 from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from lit_ifm.errors import ConfigError
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+GLIBC_CEILING = 32 << 20  # where glibc stops raising its mmap threshold on 64-bit machines
+ENVIRONMENT = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")  # glibc's own settings, read at process start
+TUNABLES = ("malloc.mmap_threshold", "malloc.trim_threshold")  # the same, as GLIBC_TUNABLES names them
+
+
+def _glibc_mallopt():
+    """glibc's ``mallopt``, or None under another C library (musl, macOS, Windows), whose allocators keep no such
+    threshold, and where the process was started with thresholds of its own, which are left as they are."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if any(name in os.environ for name in ENVIRONMENT) or any(name in tunables for name in TUNABLES):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 (only glibc has it)
+        return libc.mallopt
+    except (OSError, AttributeError, TypeError):  # TypeError: Windows, where CDLL wants a name
+        return None
+
+
+def tune_allocator() -> bool:
+    """Has glibc keep freed blocks of up to 32 MiB for reuse, and trim its heaps only past 64 MiB free: the values
+    where glibc's own raising of these thresholds ends. glibc starts them at 128 KiB and raises them only as larger
+    blocks are freed, so until then a training process hands the memory of its tensors back to the system and
+    faults it in again step after step.
+
+    The setting is process-wide and lasts until the process ends: every library in the process allocates under
+    it. ``python -m lit_ifm`` calls this as it starts; importing lit_ifm or training one of its models does not.
+    A program of one's own may call it once, at its start. Nothing is changed where the process was started with
+    ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or a ``malloc.`` threshold in ``GLIBC_TUNABLES`` (those
+    are kept), or under another C library than glibc.
+
+    Returns:
+        whether the thresholds were set.
+    """
+    mallopt = _glibc_mallopt()
+    if mallopt is None:
+        return False
+    mallopt(M_MMAP_THRESHOLD, GLIBC_CEILING)
+    mallopt(M_TRIM_THRESHOLD, 2 * GLIBC_CEILING)
+    return True
 
 
 def available_memory() -> int:
@@ -56,62 +96,3 @@ def check_parameter_memory(model: str, rows: int, width: int, bytes_per_value: i
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
-RETURNED_FROM = 128 << 10  # glibc's own starting threshold
-GLIBC_CEILING = 32 << 20  # where glibc stops raising the threshold on 64-bit machines
-
-
-def _glibc_mallopt():
-    """glibc's ``mallopt``, or None under another C library (musl, macOS, Windows), whose allocators keep no such
-    threshold, and where the process was started with thresholds of its own (``MALLOC_*_THRESHOLD_``, or
-    ``GLIBC_TUNABLES``), which are left as they are."""
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ or \
-            "malloc.mmap_threshold" in tunables or "malloc.trim_threshold" in tunables:
-        return None
-    try:
-        libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # noqa: B018 (only glibc has it)
-        return libc.mallopt
-    except (OSError, AttributeError, TypeError):  # TypeError: Windows, where CDLL wants a name
-        return None
-
-
-def keep_freed_memory_for_reuse() -> None:
-    """Has glibc keep freed blocks of up to 32 MiB for reuse, and trim its heaps only past 64 MiB free: the
-    thresholds where its own raising of them ends. It starts them at 128 KiB and raises them only as larger blocks
-    are freed, so a training process gives the memory of its tensors back and faults it in again step after step:
-    FM's plain loop on Frappe at batch 4096 ran at 0.40-0.50 M samples/s with them held, 0.25-0.44 M without, and
-    NFM's at 0.36-0.41 M against 0.30-0.40 M (nine and six epochs each, alternating, on the 2-core machine of
-    benchmarks/RESULTS.md). Elsewhere than glibc this does nothing.
-    """
-    if (mallopt := _glibc_mallopt()) is not None:
-        _for_reuse(mallopt)
-
-
-def _for_reuse(mallopt) -> None:
-    mallopt(M_MMAP_THRESHOLD, GLIBC_CEILING)
-    mallopt(M_TRIM_THRESHOLD, 2 * GLIBC_CEILING)
-
-
-@contextmanager
-def freed_blocks_returned() -> Iterator[None]:
-    """While inside, blocks of 128 KiB and more that the process frees go straight back to the system; on leaving,
-    :func:`keep_freed_memory_for_reuse`.
-
-    glibc serves blocks over a threshold from ``mmap``, which a free returns at once, and smaller ones from its
-    heaps, which keep freed memory for reuse; it raises the threshold to the largest block freed so far. A store's
-    count pass frees blocks that grow with the number of distinct values, so the encode pass after it kept 0.15 GiB
-    more of freed memory at 20 M Criteo-shaped rows than at 1 M (peak RssAnon 1.05-1.08 against 0.89-0.90 GiB; held
-    at 128 KiB: 0.97-0.98 against 0.85, benchmarks/RESULTS.md). Held there afterwards, it made FM's training at
-    batch 1024 three times slower. Elsewhere than glibc this does nothing. Two builds at once in one process (two
-    threads) share the setting: the first to finish ends it for both.
-    """
-    mallopt = _glibc_mallopt()
-    if mallopt is None:
-        yield
-        return
-    mallopt(M_MMAP_THRESHOLD, RETURNED_FROM)
-    try:
-        yield
-    finally:
-        _for_reuse(mallopt)

@@ -41,7 +41,6 @@ import torch
 
 from lit_ifm.data.schema import Field, FieldSchema
 from lit_ifm.data.sources import SplitOrigin
-from lit_ifm.memory import freed_blocks_returned
 
 STORE_VERSION = 1  # bump when the layout or the encoding changes, so older stores are not reused
 META = "meta.json"
@@ -366,8 +365,7 @@ def build_once(root: Path, key: str, build: Callable[[Path], None]) -> Path:
         temporary = root / f"{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         temporary.mkdir()
         try:
-            with freed_blocks_returned():
-                build(temporary)
+            build(temporary)
             os.replace(temporary, final)
         finally:
             shutil.rmtree(temporary, ignore_errors=True)

@@ -16,7 +16,7 @@ from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.schema import FieldSchema
 from lit_ifm.errors import CheckpointError, ConfigError
 from lit_ifm.layers import embedding_rows
-from lit_ifm.memory import check_parameter_memory, keep_freed_memory_for_reuse
+from lit_ifm.memory import check_parameter_memory
 
 Task = Literal["regression", "binary"]
 OptimizerName = Literal["adam", "adamw", "adagrad", "sgd"]
@@ -179,10 +179,6 @@ class FieldAwareModel(L.LightningModule):
         self._add_to_epoch_loss(loss, len(batch))
         self._log_training_loss(loss, len(batch), batch_idx)
         return loss + self.regularization() if self.hparams.l2_regularization else loss
-
-    def on_train_start(self) -> None:
-        """Keeps freed memory for reuse (:func:`~lit_ifm.memory.keep_freed_memory_for_reuse`)."""
-        keep_freed_memory_for_reuse()
 
     def _add_to_epoch_loss(self, loss: Tensor, rows: int) -> None:
         """Adds a step's loss times its rows to the epoch's sum, kept on the device."""
