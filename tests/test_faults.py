@@ -379,6 +379,26 @@ def test_11_parameter_memory_is_checked_before_allocating():
     assert time.monotonic() - start < 5
 
 
+def test_training_memory_counts_the_gradients_and_the_optimizers_state(monkeypatch, capsys, tmp_path):
+    from lit_ifm.models import footprint
+
+    schema = FieldAwareDataModule(synthetic=SyntheticConfig(rows=600)).schema
+    table = (schema.num_features + 1) * (15 + 1) * 4  # V and w in float32, K = 15
+    monkeypatch.setattr(footprint, "available_memory", lambda: int(1.5 * table))  # the tables fit, training not
+    settings = [("adam", False), ("adamw", False), ("adagrad", False), ("adagrad", True), ("sgd", False), ("sgd", True)]
+    refused = []
+    for optimizer, sparse in settings:  # copies training adds: 3, 3, 2 (gradient and sum), 1, 1 (gradient), 0
+        try:
+            FM(schema, embedding_dim=15, optimizer=optimizer, sparse_embeddings=sparse).configure_optimizers()
+        except ConfigError as error:
+            refused.append((optimizer, sparse, str(error)))
+    assert [(optimizer, sparse) for optimizer, sparse, _ in refused] == settings[:3]
+    assert "(211 feature ids x 16 values: their gradients, Adam's 2 moment estimates)" in refused[0][2]
+    line = error_line(capsys, tmp_path, "fit", "--model", "lit_ifm.FM", "--data.synthetic.rows", "600",
+                      "--model.embedding_dim", "15")
+    assert "FM needs " in line and "more to train its embedding tables" in line
+
+
 # =================================== One line, never a traceback ========================================
 
 

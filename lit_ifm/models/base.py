@@ -16,7 +16,7 @@ from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.schema import FieldSchema
 from lit_ifm.errors import CheckpointError, ConfigError
 from lit_ifm.layers import embedding_rows
-from lit_ifm.memory import check_parameter_memory
+from lit_ifm.models.footprint import check_parameter_memory
 
 Task = Literal["regression", "binary"]
 OptimizerName = Literal["adam", "adamw", "adagrad", "sgd"]
@@ -256,6 +256,10 @@ class FieldAwareModel(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         self._check_regularization_names()
+        if self.feature_embedding.weight.device.type == "cpu":  # the check reads the host's memory
+            check_parameter_memory(type(self).__name__, self.feature_embedding.num_embeddings,
+                                   self.feature_embedding.embedding_dim + 1, self.hparams.optimizer,
+                                   self.hparams.sparse_embeddings)
         optimizer = _OPTIMIZERS[self.hparams.optimizer]
         parameters = [p for p in self.parameters() if p.requires_grad]
         if self.hparams.sparse_embeddings:
