@@ -18,6 +18,7 @@ from lit_ifm.callbacks.monitor import BestCheckpoint, EarlyStopping
 from lit_ifm.callbacks.predictions import PredictionWriter
 from lit_ifm.callbacks.progress import LineProgress
 from lit_ifm.checkpoints import check_model_class, import_class, read_checkpoint
+from lit_ifm.compat import KeepsCheckpointHyperparameters
 from lit_ifm.data import FieldAwareDataModule
 from lit_ifm.errors import ConfigError, UserError
 from lit_ifm.memory import tune_allocator
@@ -88,7 +89,7 @@ def follow_monitor(callbacks: list | None, monitor: str) -> None:
                           "and EarlyStopping that name no monitor of their own")
 
 
-class LitIFMCLI(LightningCLI):
+class LitIFMCLI(KeepsCheckpointHyperparameters, LightningCLI):
     """LightningCLI with the data's schema and task linked into the model, so no recipe types a size."""
 
     _continues_run = False
@@ -105,11 +106,11 @@ class LitIFMCLI(LightningCLI):
                             help="CPU threads torch computes with (default: torch's, one per core, or "
                                  "$OMP_NUM_THREADS)")
 
-    def _parse_ckpt_path(self) -> None:
+    def apply_checkpoint(self) -> None:
         """Checks ``--ckpt_path`` before any data is read or W&B starts: a readable lit_ifm checkpoint of the
         configured model class. Then, as LightningCLI does, the model's settings come from the checkpoint, and a
         resumed fit continues the checkpoint's run. (The data is compared when the trainer loads it.)"""
-        subcommand = self.config.get("subcommand")
+        subcommand = self.subcommand
         path = subcommand and self.config[subcommand].get("ckpt_path")
         if not path:
             return
@@ -136,6 +137,7 @@ class LitIFMCLI(LightningCLI):
             self._continues_run = True
 
     def before_instantiate_classes(self) -> None:
+        self.apply_checkpoint()
         config = self.config[self.subcommand]
         trainer = config.trainer
         if config.monitor:
@@ -146,7 +148,7 @@ class LitIFMCLI(LightningCLI):
             trainer.default_root_dir = new_run_folder(trainer.default_root_dir or os.getcwd())
 
     def instantiate_trainer(self, **kwargs):
-        settings = self._get(self.config_init, "trainer", default={})
+        settings = self.config_init.get(str(self.subcommand), self.config_init).get("trainer") or {}
         callbacks = settings.get("callbacks") or []
         if settings.get("enable_progress_bar") is not False and \
                 not any(isinstance(callback, ProgressBar) for callback in callbacks):

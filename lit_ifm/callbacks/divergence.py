@@ -20,7 +20,7 @@ class DivergenceGuard(L.Callback):
     ``best`` and never overwrites ``last.ckpt``. ``python -m lit_ifm`` adds it to every run.
 
     The per-step check stays on the device: the step's loss is kept, and the host reads the kept losses every
-    ``check_every_n_steps`` steps, on every step a checkpoint callback saves at (``every_n_train_steps``), and
+    ``check_every_n_steps`` steps, before every checkpoint is written (whatever saves it, and however often), and
     before every validation and epoch end (one synchronisation each). All DDP ranks decide together, so none is
     left waiting.
 
@@ -32,19 +32,18 @@ class DivergenceGuard(L.Callback):
         self.check_every_n_steps = check_every_n_steps
         self._losses: list[Tensor] = []
         self._steps: list[int] = []
-        self._checkpoint_intervals: list[int] = []
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
-        self._checkpoint_intervals = [interval for callback in trainer.checkpoint_callbacks
-                                      if (interval := getattr(callback, "_every_n_train_steps", 0) or 0) > 0]
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, Tensor):
             self._losses.append(loss.detach().float())
             self._steps.append(trainer.global_step)
-        saving = any(trainer.global_step % interval == 0 for interval in self._checkpoint_intervals)
-        if saving or len(self._losses) >= self.check_every_n_steps:
+        if len(self._losses) >= self.check_every_n_steps:
+            self._check_losses(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict) -> None:
+        # Called on every rank as a checkpoint is put together, before it is written: a diverged state stops here.
+        if trainer.state.fn == "fit":
             self._check_losses(trainer)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Literal
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import EarlyStopping as _LightningEarlyStopping
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from lit_ifm.compat import match_mode
 from lit_ifm.errors import ConfigError
 
 Mode = Literal["min", "max"]
@@ -57,11 +57,10 @@ class BestCheckpoint(ModelCheckpoint):
         self.requested_monitor, self.requested_mode = monitor, mode
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        assumed = self.mode  # what __init__ set kth_value for
-        self.monitor, self.mode = resolve_monitor(pl_module, self.requested_monitor, self.requested_mode,
-                                                  type(self).__name__)
-        if self.mode != assumed:  # the worst possible score of this direction is the one to beat
-            self.kth_value = torch.tensor(torch.inf if self.mode == "min" else -torch.inf)
+        self.monitor, mode = resolve_monitor(pl_module, self.requested_monitor, self.requested_mode,
+                                             type(self).__name__)
+        if mode != self.mode:  # the direction __init__ assumed: the score to beat changes with it (a resumed run
+            match_mode(self, mode)  # restores its best scores from the checkpoint after setup)
         super().setup(trainer, pl_module, stage)
 
 
@@ -87,11 +86,8 @@ class EarlyStopping(_LightningEarlyStopping):
         self.requested_monitor, self.requested_mode = monitor, mode
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        assumed = self.mode
-        self.monitor, self.mode = resolve_monitor(pl_module, self.requested_monitor, self.requested_mode,
-                                                  type(self).__name__)
-        if self.mode != assumed:  # what Lightning's __init__ derives from the mode, for this one (a resumed run
-            # restores best_score from its checkpoint after setup)
-            self.min_delta = -self.min_delta
-            self.best_score = torch.tensor(torch.inf if self.mode == "min" else -torch.inf)
+        self.monitor, mode = resolve_monitor(pl_module, self.requested_monitor, self.requested_mode,
+                                             type(self).__name__)
+        if mode != self.mode:
+            match_mode(self, mode)
         super().setup(trainer, pl_module, stage)

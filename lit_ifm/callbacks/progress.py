@@ -8,7 +8,6 @@ import lightning as L
 from lightning.pytorch.callbacks import ProgressBar
 
 
-
 class LineProgress(ProgressBar):
     """Lightning's progress bar redrawn in place writes hundreds of kilobytes into a log file; this writes lines:
     one per training epoch (its steps, seconds and the metrics the bar shows) and, within a long epoch, one every

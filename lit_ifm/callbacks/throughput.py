@@ -7,7 +7,6 @@ import time
 import lightning as L
 
 
-
 class TrainingThroughput(L.Callback):
     """Logs ``train/samples_per_sec``: training rows per wall-clock second of each epoch's training batches, all
     ranks together. The clock runs from the start of the epoch to the end of its last training batch (data

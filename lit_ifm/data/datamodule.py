@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
+from lit_ifm.compat import global_seed
 from lit_ifm.data import encoding, sources, store
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.negatives import sample_negatives
@@ -573,7 +573,7 @@ class FieldAwareDataModule(L.LightningDataModule):
             # resumed from a checkpoint sees the same batches as an uninterrupted one, and every DDP rank
             # shuffles alike. The seed is seed_everything's (split_seed when nothing was seeded). It yields
             # whole batches of row indices, which the DataLoader passes on as they are (batch_size None).
-            seed = int(os.environ.get("PL_GLOBAL_SEED", hp.split_seed))  # seed_everything's, same on all ranks
+            seed = global_seed(hp.split_seed)  # seed_everything's, same on all ranks
             sampler = ShuffledBatches(dataset, world_size, rank, hp.batch_size, seed=seed,
                                       block_rows=hp.shuffle_block_rows)
             batch_size = None

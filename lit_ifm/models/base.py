@@ -142,6 +142,13 @@ class FieldAwareModel(L.LightningModule):
         # a compiled function does not pickle (a spawned DDP rank, a deep copy): it is made again on first use
         return {**super().__getstate__(), "_compiled_scores": None}
 
+    def _attached_trainer(self) -> L.Trainer | None:
+        """The trainer running this model, or None outside of one (``self.trainer`` raises there)."""
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
+
     def num_parameters(self) -> int:
         """Trainable parameters, the padding rows of the embedding tables excluded (the paper's count)."""
         padding_rows = sum(table.embedding_dim for table in (self.feature_embedding, self.linear))
@@ -190,7 +197,7 @@ class FieldAwareModel(L.LightningModule):
         # self.log has a fixed cost per call that can exceed a small model's whole step, so the step's loss is
         # logged only on the steps the logger writes (every log_every_n_steps) and on an epoch's last (for the
         # progress line); the epoch's mean is summed on the device and logged once (on_train_epoch_end).
-        trainer = self._trainer
+        trainer = self._attached_trainer()
         if trainer is None:
             return
         every = trainer.log_every_n_steps  # 0: the logger writes no step's metrics
@@ -277,7 +284,8 @@ class FieldAwareModel(L.LightningModule):
         # of one op per parameter there); foreach: one kernel per op for all parameters (torch's default on CUDA only).
         # Lightning refuses to clip the gradients of a fused optimizer under mixed precision (it unscales them
         # itself), so gradient clipping keeps foreach.
-        clipping = self._trainer is not None and bool(self._trainer.gradient_clip_val)
+        trainer = self._attached_trainer()
+        clipping = trainer is not None and bool(trainer.gradient_clip_val)
         if (self.hparams.optimizer in _FUSED_OPTIMIZERS and not clipping
                 and all(p.device.type in ("cpu", "cuda") for p in parameters)):
             return optimizer(parameters, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, fused=True)
@@ -305,7 +313,7 @@ class FieldAwareModel(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # The trainer restores a checkpoint (test, predict, validate, resumed fit) into a model built for the data
         # at hand: refuse one of another class, task, data or size before its weights go in.
-        trainer = self._trainer
+        trainer = self._attached_trainer()
         check_fits(checkpoint, (trainer.ckpt_path if trainer is not None else None) or "the checkpoint", self)
         if trainer is not None and trainer.state.fn != "fit":  # evaluating does not continue the run's callbacks
             checkpoint.pop("callbacks", None)  # (a ModelCheckpoint would warn that its folder changed)
