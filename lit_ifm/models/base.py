@@ -50,9 +50,9 @@ class FieldAwareModel(L.LightningModule):
         init_from: an FM checkpoint whose feature embeddings, linear terms and bias initialise this
             model (the paper's FM pre-training).
         compile: ``torch.compile`` the forward pass in this mode (``reduce-overhead`` adds CUDA graphs on a
-            GPU). The first steps, and the first of each evaluation, wait for the compiler (10-30 s); after
-            that FM trains 1.3x faster on a CPU through the CLI (benchmarks/RESULTS.md). ``None``: eager. A
-            checkpoint keeps the setting: ``load_from_checkpoint(path, compile=None)`` loads it eager.
+            GPU): fewer, fused kernels per step, after the first steps, and the first of each evaluation, have
+            waited for the compiler. ``None``: eager. A checkpoint keeps the setting:
+            ``load_from_checkpoint(path, compile=None)`` loads it eager.
     """
 
     def __init__(
@@ -280,8 +280,8 @@ class FieldAwareModel(L.LightningModule):
                 {"params": [p for p in parameters if id(p) not in sparse]},
             ]
             return optimizer(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        # Adam's fused kernel makes one pass over each parameter (on a CPU, 2.3x faster than foreach, which is a loop
-        # of one op per parameter there); foreach: one kernel per op for all parameters (torch's default on CUDA only).
+        # Adam's fused kernel makes one pass over each parameter (foreach, on a CPU, is a loop of one op per
+        # parameter); foreach: one kernel per op for all parameters (torch's default on CUDA only).
         # Lightning refuses to clip the gradients of a fused optimizer under mixed precision (it unscales them
         # itself), so gradient clipping keeps foreach.
         trainer = self._attached_trainer()
