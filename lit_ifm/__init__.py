@@ -1,8 +1,9 @@
 """lit_ifm: Interaction-aware Factorization Machines and their baselines for PyTorch Lightning.
 
 What another package may build on is listed in ``__all__`` (models, the data module and its types, callbacks,
-errors); the submodules ``lit_ifm.layers``, ``lit_ifm.models.ifm``, ``lit_ifm.data.encoding``, ``lit_ifm.runs`` and
-``lit_ifm.loggers`` hold the pieces they are made of. Names that start with ``_`` are not part of it.
+errors, and :func:`tune_allocator`, an opt-in for programs of one's own); the submodules ``lit_ifm.layers``,
+``lit_ifm.models.interaction_aware``, ``lit_ifm.data.encoding``, ``lit_ifm.runs`` and ``lit_ifm.loggers`` hold the
+pieces they are made of. Names that start with ``_`` are not part of it.
 """
 
 from lit_ifm import callbacks, data, errors, models
