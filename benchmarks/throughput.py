@@ -217,7 +217,7 @@ def write_results(table: str) -> None:
         before, rest = text.split(RESULTS_BEGIN, 1)
         text = before + RESULTS_BEGIN + "\n" + table + RESULTS_END + rest.split(RESULTS_END, 1)[1]
     else:
-        text += f"\n## Training speed of the path users run (issue 11)\n\n{RESULTS_BEGIN}\n{table}{RESULTS_END}\n"
+        text += f"\n## Training speed of the path users run\n\n{RESULTS_BEGIN}\n{table}{RESULTS_END}\n"
     results.write_text(text)
 
 
