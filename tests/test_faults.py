@@ -177,9 +177,11 @@ def test_03_a_diverged_epoch_never_replaces_the_last_good_checkpoint(when, messa
     assert last["epoch"] == 0 and all(tensor.isfinite().all() for tensor in last["state_dict"].values())
 
 
-def test_03_a_checkpoint_every_few_steps_never_saves_a_diverged_state(tmp_path):
+@pytest.mark.parametrize("weights_only", [False, True], ids=["full", "weights-only"])
+def test_03_a_checkpoint_every_few_steps_never_saves_a_diverged_state(tmp_path, weights_only):
     data = FieldAwareDataModule(synthetic=SyntheticConfig(rows=1000), batch_size=64)  # 11 steps an epoch
-    every_3 = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=3, save_top_k=-1, filename="{step}")
+    every_3 = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=3, save_top_k=-1, filename="{step}",
+                              save_weights_only=weights_only)
     trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
                         callbacks=[DivergenceGuard(), Poison("loss"), every_3])
     with pytest.raises(TrainingDiverged, match=r"the training loss became nan at step 12 \(epoch 1\)"):

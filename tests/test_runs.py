@@ -98,6 +98,21 @@ def test_gradient_clipping_under_mixed_precision_keeps_an_optimizer_lightning_ca
     assert run.optimizers[0].defaults["foreach"] is True and not run.optimizers[0].defaults["fused"]
 
 
+def test_a_model_trains_in_a_loop_of_ones_own_on_fabric():
+    data = small_data()
+    fabric = L.Fabric(accelerator="cpu", devices=1)
+    model = fresh_fm(data)
+    model, optimizer = fabric.setup(model, model.configure_optimizers())
+    losses = []
+    for index, batch in enumerate(data.train_dataloader()):
+        loss = model.training_step(batch, index)  # no Trainer: nothing of one is looked up
+        fabric.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert len(losses) == 9 and losses[-1] < losses[0]
+
+
 def test_throughput_is_logged_per_epoch(tmp_path):
     data = small_data()
     run = trainer(tmp_path, max_epochs=1, callbacks=[TrainingThroughput()])

@@ -20,7 +20,8 @@ class DivergenceGuard(L.Callback):
     ``best`` and never overwrites ``last.ckpt``. ``python -m lit_ifm`` adds it to every run.
 
     The per-step check stays on the device: the step's loss is kept, and the host reads the kept losses every
-    ``check_every_n_steps`` steps, before every checkpoint is written (whatever saves it, and however often), and
+    ``check_every_n_steps`` steps, before every checkpoint is written (whatever saves it, and however often; every
+    step while a checkpoint callback saves weights only, which Lightning writes without asking callbacks), and
     before every validation and epoch end (one synchronisation each). All DDP ranks decide together, so none is
     left waiting.
 
@@ -32,13 +33,17 @@ class DivergenceGuard(L.Callback):
         self.check_every_n_steps = check_every_n_steps
         self._losses: list[Tensor] = []
         self._steps: list[int] = []
+        self._every_step = False
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
+        self._every_step = any(callback.save_weights_only for callback in trainer.checkpoint_callbacks)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, Tensor):
             self._losses.append(loss.detach().float())
             self._steps.append(trainer.global_step)
-        if len(self._losses) >= self.check_every_n_steps:
+        if self._every_step or len(self._losses) >= self.check_every_n_steps:
             self._check_losses(trainer)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict) -> None:

@@ -143,7 +143,10 @@ class FieldAwareModel(L.LightningModule):
         return {**super().__getstate__(), "_compiled_scores": None}
 
     def _attached_trainer(self) -> L.Trainer | None:
-        """The trainer running this model, or None outside of one (``self.trainer`` raises there)."""
+        """The Trainer running this model, or None outside of one (``self.trainer`` raises there, and under Fabric
+        gives a stand-in without the Trainer's settings)."""
+        if self.fabric is not None:
+            return None
         try:
             return self.trainer
         except RuntimeError:
