@@ -27,9 +27,6 @@ def main() -> None:
     parser.add_argument("--embedding-dim", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--accelerator", default="cuda")
-    parser.add_argument("--steps-per-call", type=int, default=8,
-                        help="optimizer steps per training_step call in the CLI and Trainer columns, as the Frappe "
-                             "recipes set it")
     args = parser.parse_args()
     device = "cuda" if args.accelerator in ("cuda", "gpu") else "cpu"
     if device == "cuda":
@@ -37,17 +34,15 @@ def main() -> None:
     precision = "bf16-mixed"
     start = time.perf_counter()
     config = SyntheticConfig(rows=args.rows, vocabulary_size=540)
-    resident = FieldAwareDataModule(synthetic=config, steps_per_call=args.steps_per_call)  # on the GPU (auto)
-    host = FieldAwareDataModule(synthetic=config, device_resident=False, pin_memory=device == "cuda",
-                                steps_per_call=args.steps_per_call)
+    resident = FieldAwareDataModule(synthetic=config)  # on the GPU (auto)
+    host = FieldAwareDataModule(synthetic=config, device_resident=False, pin_memory=device == "cuda")
     host.setup("fit")
     rows = len(host.prepared.splits["train"])
-    synthetic = [f"--data.synthetic.rows={args.rows}", "--data.synthetic.vocabulary_size=540",
-                 f"--data.steps_per_call={args.steps_per_call}"]
+    synthetic = [f"--data.synthetic.rows={args.rows}", "--data.synthetic.vocabulary_size=540"]
     hardware = [f"--trainer.accelerator={args.accelerator}", "--trainer.devices=1", f"--trainer.precision={precision}"]
     print(f"synthetic Frappe-shaped data: {rows} training rows, {host.schema.num_features} features, "
-          f"built in {time.perf_counter() - start:.1f} s; K={args.embedding_dim}, {precision}, {args.steps_per_call} "
-          "optimizer steps per Lightning call; median samples/s of the epochs after the first")
+          f"built in {time.perf_counter() - start:.1f} s; K={args.embedding_dim}, {precision}; median samples/s of the "
+          "epochs after the first")
     print("| model | batch | CLI as users run it | Trainer (data on the device) | Trainer (host batches) | plain loop "
           "| CLI / loop | Trainer / loop | peak GPU memory |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

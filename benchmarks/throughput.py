@@ -3,7 +3,6 @@
     python benchmarks/throughput.py --write-results      # FM NFM AFM IFM INN x batch 128, 1024, 4096
     python benchmarks/throughput.py --models FM IFM --batch-sizes 1024 --no-peers
     python benchmarks/throughput.py --models FM NFM --compile default   # recipes/compile.yaml
-    python benchmarks/throughput.py --steps-per-call 8   # as the Frappe recipes: 8 optimizer steps per call
 
 Settings are the peers' (../shared/peers): Frappe as a binary task, K = 64, Adam lr 1e-3, attention size 64,
 NFM hidden (64), dropout 0. Every column is samples/s of training batches only (data loading, forward,
@@ -46,7 +45,6 @@ import torch
 import lit_ifm
 from lit_ifm import FieldAwareDataModule, FieldBatch
 from lit_ifm.callbacks import TrainingThroughput
-from lit_ifm.memory import keep_freed_memory_for_reuse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import BINARY_OPTIONS, FRAPPE_FIELDS  # noqa: E402  (the peers' settings, as the quality benchmark's)
@@ -103,7 +101,6 @@ def loop_rates(model_class, data, model_args, epochs: int, batch_size: int, devi
                precision: str = "32-true", warmup: int = 1) -> list[float]:
     """The same model and tensors in a hand-written loop, no Lightning, no DataLoader: samples/s of each epoch
     after the ``warmup`` first."""
-    keep_freed_memory_for_reuse()  # as lit_ifm's models do when training starts
     torch.manual_seed(0)
     model = model_class(data.schema, **model_args).to(device)
     optimizer = model.configure_optimizers()
@@ -159,8 +156,7 @@ def isolated_rates(column: str, model: str, batch_size: int, args: argparse.Name
     another one has warmed up."""
     run = subprocess.run([sys.executable, __file__, "--column", column, "--models", model, "--batch-sizes",
                           str(batch_size), "--epochs", str(args.epochs), "--warmup", str(args.warmup), "--source",
-                          args.source, "--steps-per-call", str(args.steps_per_call),
-                          *(["--compile", args.compile] if args.compile else [])],
+                          args.source, *(["--compile", args.compile] if args.compile else [])],
                          capture_output=True, text=True)
     if run.returncode != 0:
         raise RuntimeError(f"the {column} column failed:\n{run.stderr[-4000:]}")
@@ -221,7 +217,7 @@ def write_results(table: str) -> None:
         before, rest = text.split(RESULTS_BEGIN, 1)
         text = before + RESULTS_BEGIN + "\n" + table + RESULTS_END + rest.split(RESULTS_END, 1)[1]
     else:
-        text += f"\n## Training speed of the path users run (issue 11)\n\n{RESULTS_BEGIN}\n{table}{RESULTS_END}\n"
+        text += f"\n## Training speed of the path users run\n\n{RESULTS_BEGIN}\n{table}{RESULTS_END}\n"
     results.write_text(text)
 
 
@@ -238,22 +234,20 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--compile", choices=["default", "reduce-overhead", "max-autotune"],
                         help="torch.compile lit_ifm's model in every column (its first epochs are the warm-up)")
-    parser.add_argument("--steps-per-call", type=int, default=1,
-                        help="optimizer steps per training_step call in the CLI and Trainer columns (--data.steps_per_call)")
     parser.add_argument("--write-results", action="store_true")
     parser.add_argument("--column", choices=["trainer", "loop"], help=argparse.SUPPRESS)  # one column, as JSON
     args = parser.parse_args()
 
     started = time.perf_counter()
-    data_args = [f"--data.source={args.source}", "--data.task=binary", f"--data.categorical={json.dumps(FRAPPE_FIELDS)}",
-                 f"--data.steps_per_call={args.steps_per_call}"]
+    data_args = [f"--data.source={args.source}", "--data.task=binary", f"--data.categorical={json.dumps(FRAPPE_FIELDS)}"]
     data = FieldAwareDataModule(args.source, task="binary", categorical=FRAPPE_FIELDS)
     data.setup("fit")
     rows = len(data.prepared.splits["train"])
     if args.column:
+        lit_ifm.tune_allocator()  # as python -m lit_ifm does, so that the CLI column differs in nothing else
         model, batch_size = args.models[0], args.batch_sizes[0]
         model_class, model_args = getattr(lit_ifm, model), peers_model_args(model, args.compile)
-        data.hparams.batch_size, data.hparams.steps_per_call = batch_size, args.steps_per_call
+        data.hparams.batch_size = batch_size
         rates = trainer_rates(model_class, data, model_args, args.epochs, warmup=args.warmup) if \
             args.column == "trainer" else loop_rates(model_class, data, model_args, args.epochs, batch_size,
                                                      warmup=args.warmup)

@@ -14,13 +14,14 @@ from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from lit_ifm.callbacks.divergence import DivergenceGuard
-from lit_ifm.callbacks.hooks import SkipsIdleBatchHooks
 from lit_ifm.callbacks.monitor import BestCheckpoint, EarlyStopping
 from lit_ifm.callbacks.predictions import PredictionWriter
 from lit_ifm.callbacks.progress import LineProgress
 from lit_ifm.checkpoints import check_model_class, import_class, read_checkpoint
+from lit_ifm.compat import KeepsCheckpointHyperparameters
 from lit_ifm.data import FieldAwareDataModule
 from lit_ifm.errors import ConfigError, UserError
+from lit_ifm.memory import tune_allocator
 from lit_ifm.models import FieldAwareModel
 from lit_ifm.noise import silence_known_noise
 from lit_ifm.runs import new_run_folder, run_folder
@@ -38,7 +39,7 @@ def default_config_files() -> list[str]:
     return []
 
 
-class LoggedConfig(SkipsIdleBatchHooks, SaveConfigCallback):
+class LoggedConfig(SaveConfigCallback):
     """Saves ``config.yaml`` in the run's folder, next to its ``checkpoints/``, and hands the same resolved, nested
     config to the logger, with the model's parameter count; models and data modules keep their own
     hyper-parameters out of the logger, so nothing is logged twice."""
@@ -88,7 +89,7 @@ def follow_monitor(callbacks: list | None, monitor: str) -> None:
                           "and EarlyStopping that name no monitor of their own")
 
 
-class LitIFMCLI(LightningCLI):
+class LitIFMCLI(KeepsCheckpointHyperparameters, LightningCLI):
     """LightningCLI with the data's schema and task linked into the model, so no recipe types a size."""
 
     _continues_run = False
@@ -105,11 +106,11 @@ class LitIFMCLI(LightningCLI):
                             help="CPU threads torch computes with (default: torch's, one per core, or "
                                  "$OMP_NUM_THREADS)")
 
-    def _parse_ckpt_path(self) -> None:
+    def apply_checkpoint(self) -> None:
         """Checks ``--ckpt_path`` before any data is read or W&B starts: a readable lit_ifm checkpoint of the
         configured model class. Then, as LightningCLI does, the model's settings come from the checkpoint, and a
         resumed fit continues the checkpoint's run. (The data is compared when the trainer loads it.)"""
-        subcommand = self.config.get("subcommand")
+        subcommand = self.subcommand
         path = subcommand and self.config[subcommand].get("ckpt_path")
         if not path:
             return
@@ -136,6 +137,7 @@ class LitIFMCLI(LightningCLI):
             self._continues_run = True
 
     def before_instantiate_classes(self) -> None:
+        self.apply_checkpoint()
         config = self.config[self.subcommand]
         trainer = config.trainer
         if config.monitor:
@@ -146,7 +148,7 @@ class LitIFMCLI(LightningCLI):
             trainer.default_root_dir = new_run_folder(trainer.default_root_dir or os.getcwd())
 
     def instantiate_trainer(self, **kwargs):
-        settings = self._get(self.config_init, "trainer", default={})
+        settings = self.config_init.get(str(self.subcommand), self.config_init).get("trainer") or {}
         callbacks = settings.get("callbacks") or []
         if settings.get("enable_progress_bar") is not False and \
                 not any(isinstance(callback, ProgressBar) for callback in callbacks):
@@ -171,7 +173,8 @@ class LitIFMCLI(LightningCLI):
 def main(args: list[str] | None = None,
          data_module: type[FieldAwareDataModule] = FieldAwareDataModule) -> LitIFMCLI:
     """``python -m lit_ifm``: LightningCLI with lit_ifm's defaults (``cli.yaml``), and any mistake in the data or
-    the settings reported as one line ``lit-ifm: error: ...`` with exit code 2.
+    the settings reported as one line ``lit-ifm: error: ...`` with exit code 2. As the owner of its process, it
+    also sets glibc's malloc thresholds for training (:func:`lit_ifm.memory.tune_allocator`).
 
     Args:
         args: the command line, e.g. ``["fit", "--config", "recipes/fm_frappe.yaml"]``; default ``sys.argv``.
@@ -179,6 +182,7 @@ def main(args: list[str] | None = None,
             :class:`FieldAwareDataModule` (its constructor keeps a ``task`` argument, linked to the model's).
     """
     silence_known_noise()
+    tune_allocator()  # process-wide: the entry point owns the process, a library import does not
     try:
         return _cli(args, data_module)
     except Exception as error:

@@ -10,6 +10,8 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from lit_ifm.compat import stop_uploading_checkpoints, update_wandb_init
+
 WandbMode = Literal["auto", "online", "offline", "disabled"]
 _DEFAULT_BASE_URL = "https://api.wandb.ai"
 
@@ -98,23 +100,26 @@ class WandbLogger(_LightningWandbLogger):
         super().__init__(name=name, save_dir=save_dir, project=project, log_model=log_model and resolved == "online",
                          mode=resolved, entity=entity, group=group, tags=tags, version=version)
         # W&B's own copy absolute: a service inherited from a parent process (WANDB_SERVICE) resolves paths in its
-        # own working directory. Lightning's stays as given, for the paths the run prints.
-        self._wandb_init["dir"] = os.path.abspath(save_dir)
-        # Lightning passes anonymous=None, which W&B >= 0.22 answers with a warning that the setting does nothing.
-        self._wandb_init.pop("anonymous", None)
+        # own working directory. Lightning's stays as given, for the paths the run prints. And no anonymous=None,
+        # which Lightning passes and W&B >= 0.22 answers with a warning that the setting does nothing.
+        update_wandb_init(self, dir=os.path.abspath(save_dir), anonymous=None)
         self.mode = resolved
+        self._run_started = False
 
     @property
     def experiment(self):
-        if self._experiment is None and self.mode == "online":
+        if not self._run_started and self.mode == "online":
             import wandb
 
             try:
-                return super().experiment
+                run = super().experiment
+                self._run_started = True
+                return run
             except wandb.errors.Error as error:
                 wandb.teardown()  # else the refused run keeps its id in use, and the offline one cannot take it
-                self._wandb_init["mode"] = self.mode = "offline"
-                self._log_model = False
+                self.mode = "offline"
+                update_wandb_init(self, mode="offline")
+                stop_uploading_checkpoints(self)
                 reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
                 rank_zero_info(f"W&B logging offline (the server refused the run: {reason})")
         return super().experiment

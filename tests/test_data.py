@@ -436,10 +436,10 @@ def test_a_block_shuffled_data_module_trains_on_every_row_once_an_epoch():
 
     with pytest.raises(ConfigError, match="shuffle_block_rows must be at least 1, got 0"):
         FieldAwareDataModule(shuffle_block_rows=0)
-    data = FieldAwareDataModule(synthetic=SyntheticConfig(rows=3000), batch_size=64, steps_per_call=2,
-                                shuffle_block_rows=16, task="binary")
+    data = FieldAwareDataModule(synthetic=SyntheticConfig(rows=3000), batch_size=64, shuffle_block_rows=16,
+                                task="binary")
     data.setup("fit")
-    rows = [row for group in data.train_dataloader() for row in group.rows.row_ids.tolist()]
+    rows = [row for batch in data.train_dataloader() for row in batch.row_ids.tolist()]
     assert sorted(rows) == list(range(len(data.prepared.splits["train"])))
     model = FM(data.schema, task="binary", embedding_dim=4)
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,

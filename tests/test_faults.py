@@ -177,9 +177,11 @@ def test_03_a_diverged_epoch_never_replaces_the_last_good_checkpoint(when, messa
     assert last["epoch"] == 0 and all(tensor.isfinite().all() for tensor in last["state_dict"].values())
 
 
-def test_03_a_checkpoint_every_few_steps_never_saves_a_diverged_state(tmp_path):
+@pytest.mark.parametrize("weights_only", [False, True], ids=["full", "weights-only"])
+def test_03_a_checkpoint_every_few_steps_never_saves_a_diverged_state(tmp_path, weights_only):
     data = FieldAwareDataModule(synthetic=SyntheticConfig(rows=1000), batch_size=64)  # 11 steps an epoch
-    every_3 = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=3, save_top_k=-1, filename="{step}")
+    every_3 = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=3, save_top_k=-1, filename="{step}",
+                              save_weights_only=weights_only)
     trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
                         callbacks=[DivergenceGuard(), Poison("loss"), every_3])
     with pytest.raises(TrainingDiverged, match=r"the training loss became nan at step 12 \(epoch 1\)"):
@@ -377,6 +379,26 @@ def test_11_parameter_memory_is_checked_before_allocating():
                                           r"ids x 17 values\), more than the .* of memory available"):
         FM(schema, embedding_dim=16)
     assert time.monotonic() - start < 5
+
+
+def test_training_memory_counts_the_gradients_and_the_optimizers_state(monkeypatch, capsys, tmp_path):
+    from lit_ifm.models import footprint
+
+    schema = FieldAwareDataModule(synthetic=SyntheticConfig(rows=600)).schema
+    table = (schema.num_features + 1) * (15 + 1) * 4  # V and w in float32, K = 15
+    monkeypatch.setattr(footprint, "available_memory", lambda: int(1.5 * table))  # the tables fit, training not
+    settings = [("adam", False), ("adamw", False), ("adagrad", False), ("adagrad", True), ("sgd", False), ("sgd", True)]
+    refused = []
+    for optimizer, sparse in settings:  # copies training adds: 3, 3, 2 (gradient and sum), 1, 1 (gradient), 0
+        try:
+            FM(schema, embedding_dim=15, optimizer=optimizer, sparse_embeddings=sparse).configure_optimizers()
+        except ConfigError as error:
+            refused.append((optimizer, sparse, str(error)))
+    assert [(optimizer, sparse) for optimizer, sparse, _ in refused] == settings[:3]
+    assert "(211 feature ids x 16 values: their gradients, Adam's 2 moment estimates)" in refused[0][2]
+    line = error_line(capsys, tmp_path, "fit", "--model", "lit_ifm.FM", "--data.synthetic.rows", "600",
+                      "--model.embedding_dim", "15")
+    assert "FM needs " in line and "more to train its embedding tables" in line
 
 
 # =================================== One line, never a traceback ========================================

@@ -8,14 +8,14 @@ import lightning as L
 import pandas as pd
 import pytest
 import torch
-from lightning.pytorch.callbacks import LambdaCallback, ModelCheckpoint, ModelSummary
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 
 from helpers import MODELS
 
-from lit_ifm import FM, IFM, NFM, FieldAwareDataModule, SyntheticConfig
-from lit_ifm.callbacks import InteractionSampler, PredictionWriter, TrainingThroughput
-from lit_ifm.errors import CheckpointError, ConfigError
+from lit_ifm import FM, NFM, FieldAwareDataModule, SyntheticConfig
+from lit_ifm.callbacks import PredictionWriter, TrainingThroughput
+from lit_ifm.errors import CheckpointError
 from lit_ifm.loggers import resolve_wandb_mode
 
 
@@ -35,9 +35,8 @@ def fresh_fm(data) -> FM:
     return FM(data.schema, embedding_dim=8, lr=0.02)
 
 
-@pytest.mark.parametrize("steps_per_call", [1, 3])
-def test_resumed_run_equals_the_uninterrupted_run(tmp_path, steps_per_call):
-    data = small_data(steps_per_call=steps_per_call)
+def test_resumed_run_equals_the_uninterrupted_run(tmp_path):
+    data = small_data()
     straight = fresh_fm(data)
     trainer(tmp_path, max_epochs=2, deterministic=True).fit(straight, datamodule=data)
 
@@ -63,9 +62,8 @@ def test_two_ddp_processes_score_every_validation_row_once(tmp_path):
     assert double["val/rmse"] == pytest.approx(single["val/rmse"], rel=1e-6)
 
 
-@pytest.mark.parametrize("steps_per_call", [1, 2])
-def test_two_ddp_processes_train_like_one(tmp_path, steps_per_call):
-    data_one, data_two = small_data(), small_data(batch_size=64, steps_per_call=steps_per_call)  # global batch 128
+def test_two_ddp_processes_train_like_one(tmp_path):
+    data_one, data_two = small_data(), small_data(batch_size=64)  # global batch 128
     one, two = fresh_fm(data_one), fresh_fm(data_two)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ddp", monitor="val/rmse", save_last=True)
     trainer(tmp_path, max_epochs=3).fit(one, datamodule=data_one)
@@ -100,77 +98,19 @@ def test_gradient_clipping_under_mixed_precision_keeps_an_optimizer_lightning_ca
     assert run.optimizers[0].defaults["foreach"] is True and not run.optimizers[0].defaults["fused"]
 
 
-def several_steps_fit(tmp_path, steps_per_call, model="FM", more_callbacks=(), **options):
-    data = small_data(steps_per_call=steps_per_call, batch_size=100)  # 1,050 training rows: 10 steps and one of 50
-    L.seed_everything(7, verbose=False)
-    callbacks, calls = [StepLosses()], StepLosses()
-    if model == "FM":
-        module = FM(data.schema, embedding_dim=8, lr=0.02, l2_regularization={"feature_embedding": 1e-3})
-    else:  # the sampler draws before every optimizer step, from the weights of the step before
-        module = IFM(data.schema, embedding_dim=8, field_factors=4, attention_dim=4, lr=0.02, interaction_dropout=0.2)
-        callbacks.append(InteractionSampler(pairs=0.3, warmup_steps=2, seed=5))
-    run = trainer(tmp_path, callbacks=[*callbacks, calls, *more_callbacks], limit_val_batches=0, **options)
-    run.fit(module, datamodule=data)
-    return module, run, calls
-
-
-@pytest.mark.parametrize("model,options", [
-    ("FM", dict(max_epochs=2)), ("IFM", dict(max_steps=13)), ("FM", dict(max_steps=22, precision="bf16-true")),
-    ("IFM", dict(max_steps=13, precision="bf16-mixed"))],
-    ids=["FM-2-epochs", "IFM-sampled-13-steps", "FM-bf16-true", "IFM-sampled-bf16-mixed"])
-def test_several_steps_per_call_train_exactly_as_one_step_per_call(tmp_path, model, options):
-    one, one_run, _ = several_steps_fit(tmp_path, 1, model, **options)
-    clock = TrainingThroughput()
-    four, four_run, calls = several_steps_fit(tmp_path, 4, model, more_callbacks=[clock], **options)
-    assert not four.automatic_optimization and one.automatic_optimization
-    assert four_run.global_step == one_run.global_step == options.get("max_steps", 22)
-    assert calls.rows[:3] == [400, 400, 250]  # rows per call: 4 steps, 4, then 2 and the short one
-    for (name, expected), actual in zip(one.state_dict().items(), four.state_dict().values()):
-        torch.testing.assert_close(actual, expected, msg=name, rtol=0, atol=0)
-    if options.get("max_steps") == 13:  # the second epoch's first call stops after 2 of its 4 steps
-        assert calls.rows[-1] == 400 and clock._samples == 200  # the throughput counts the rows trained on
-    if model == "IFM":
-        sampled = [callback for callback in four_run.callbacks if isinstance(callback, InteractionSampler)][0]
-        assert sampled.steps == 11 and sampled.selection_counts.sum() == 11 * 14  # 30% of 45 pairs after warm-up
-
-
-@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
-def test_several_steps_per_call_refuse_what_only_lightnings_own_steps_do(tmp_path):
-    with pytest.raises(ConfigError, match=r"steps_per_call 4 .*\(gradient_clip_val\)"):
-        several_steps_fit(tmp_path, 4, max_epochs=1, gradient_clip_val=1.0)
-    saving = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=5)
-    with pytest.raises(ConfigError, match=r"every_n_train_steps .* steps_per_call 4"):
-        several_steps_fit(tmp_path, 4, max_epochs=1, enable_checkpointing=True, more_callbacks=[saving])
-    data = small_data(steps_per_call=4)
-    with pytest.raises(ConfigError, match="datamodule="):
-        trainer(tmp_path, max_epochs=1).fit(fresh_fm(data), train_dataloaders=data.train_dataloader())
-
-
-def test_a_run_resumed_with_another_steps_per_call_keeps_counting_its_steps(tmp_path):
-    straight, straight_run, _ = several_steps_fit(tmp_path, 4, max_epochs=2)
-    several_steps_fit(tmp_path, 1, max_epochs=1, enable_checkpointing=True,
-                      more_callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)])
-    data = small_data(steps_per_call=4, batch_size=100)
-    L.seed_everything(7, verbose=False)
-    resumed = FM(data.schema, embedding_dim=8, lr=0.02, l2_regularization={"feature_embedding": 1e-3})
-    run = trainer(tmp_path, max_epochs=2, limit_val_batches=0, enable_checkpointing=True,
-                  callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)])
-    run.fit(resumed, datamodule=data, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
-    assert run.global_step == straight_run.global_step == 22  # not 11: the manual count starts where the other ended
-    for (name, expected), actual in zip(straight.state_dict().items(), resumed.state_dict().values()):
-        torch.testing.assert_close(actual, expected, msg=name, rtol=0, atol=0)
-
-
-def test_the_hook_name_lightning_sets_on_every_call_skips_the_modules_attribute_lookups(monkeypatch):
-    model = fresh_fm(small_data())
-    looked_up = []
-    module_setattr = torch.nn.Module.__setattr__
-    monkeypatch.setattr(torch.nn.Module, "__setattr__",
-                        lambda self, name, value: looked_up.append(name) or module_setattr(self, name, value))
-    model._current_fx_name = "training_step"
-    model.extra = torch.nn.Parameter(torch.zeros(2))  # other attributes still register as nn.Module's do
-    assert looked_up == ["extra"]
-    assert model._current_fx_name == "training_step" and "extra" in dict(model.named_parameters())
+def test_a_model_trains_in_a_loop_of_ones_own_on_fabric():
+    data = small_data()
+    fabric = L.Fabric(accelerator="cpu", devices=1)
+    model = fresh_fm(data)
+    model, optimizer = fabric.setup(model, model.configure_optimizers())
+    losses = []
+    for index, batch in enumerate(data.train_dataloader()):
+        loss = model.training_step(batch, index)  # no Trainer: nothing of one is looked up
+        fabric.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert len(losses) == 9 and losses[-1] < losses[0]
 
 
 def test_throughput_is_logged_per_epoch(tmp_path):
@@ -207,44 +147,21 @@ def test_the_optimizer_steps_all_parameters_at_once_with_the_numbers_of_one_by_o
         assert torch.equal(*weights)
 
 
-def test_lit_ifm_callbacks_leave_lightning_no_batch_hook_to_call_in_vain(tmp_path):
-    from lit_ifm.callbacks.hooks import BATCH_HOOKS
-
-    assert TrainingThroughput.on_train_batch_end is not None  # its own
-    assert all(getattr(TrainingThroughput, hook) is None for hook in BATCH_HOOKS if hook != "on_train_batch_end")
-
-    class CountsBackward(TrainingThroughput):
+def test_training_leaves_every_callback_as_it_was_made(tmp_path):
+    class CountsBackward(TrainingThroughput):  # a user's subclass that calls its parent's idle hook
         calls = 0
 
         def on_after_backward(self, trainer, pl_module):
+            super().on_after_backward(trainer, pl_module)
             CountsBackward.calls += 1
 
-    data = small_data()
-    trainer(tmp_path, max_epochs=1, callbacks=[CountsBackward()]).fit(fresh_fm(data), datamodule=data)
-    assert CountsBackward.calls == 9  # 1,050 rows in batches of 128
-    assert CountsBackward.on_before_backward is None
-
-
-def test_lightnings_own_callbacks_are_left_no_idle_batch_hook_to_call(tmp_path):
-    class CountsBackward(L.Callback):  # a user's callback, not a SkipsIdleBatchHooks
-        calls = 0
-
-        def on_after_backward(self, trainer, pl_module):
-            CountsBackward.calls += 1
-
-    data, checkpoint, counter = small_data(), ModelCheckpoint(dirpath=tmp_path), CountsBackward()
-    optimizer_steps = []
-    on_instance = LambdaCallback(on_before_optimizer_step=lambda *args: optimizer_steps.append(1))  # set on the instance
-    run = trainer(tmp_path, max_epochs=1, callbacks=[checkpoint, counter, on_instance], enable_checkpointing=True,
-                  enable_model_summary=True)
-    assert checkpoint.on_after_backward is not None  # until the model's setup
+    data, counter = small_data(), CountsBackward()
+    run = trainer(tmp_path, max_epochs=1, callbacks=[ModelCheckpoint(dirpath=tmp_path), counter],
+                  enable_checkpointing=True, enable_model_summary=True)
     run.fit(fresh_fm(data), datamodule=data)
-    summary = next(callback for callback in run.callbacks if isinstance(callback, ModelSummary))  # the Trainer's
-    assert checkpoint.on_after_backward is None and summary.on_before_optimizer_step is None
-    assert checkpoint.on_train_batch_end is not None  # one of its own: still called
-    assert counter.on_before_backward is None and CountsBackward.calls == 9  # 1,050 rows in batches of 128
-    assert len(optimizer_steps) == 9 and on_instance.on_after_backward is None
-    assert ModelCheckpoint.on_after_backward is L.Callback.on_after_backward  # the classes are left as they are
+    assert CountsBackward.calls == 9  # 1,050 rows in batches of 128
+    for callback in run.callbacks:  # Lightning's own and the user's: no hook replaced on the instance
+        assert not [name for name in vars(callback) if name.startswith("on_")], type(callback).__name__
 
 
 @pytest.mark.filterwarnings("ignore:You requested to overfit")  # Lightning turns shuffling off, and says so
@@ -292,6 +209,14 @@ def test_the_epoch_loss_is_the_row_weighted_mean_and_step_losses_reach_the_logge
     assert sorted(logged_steps) == [1, 3, 5, 7, 9]  # every second step (Lightning counts from 0)
     for step, loss in logged_steps.items():
         assert loss == pytest.approx(steps.losses[step], rel=1e-6)
+
+
+def test_no_step_logging_still_shows_each_epochs_last_loss(tmp_path):
+    data, logger = small_data(), RecordingLogger()
+    run = trainer(tmp_path, max_epochs=1, logger=logger, log_every_n_steps=0)
+    run.fit(fresh_fm(data), datamodule=data)
+    assert "train/loss" in run.callback_metrics  # for the progress line
+    assert not [metrics for _, metrics in logger.logged if "train/loss" in metrics]
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])

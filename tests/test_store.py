@@ -23,7 +23,7 @@ import pytest
 import torch
 from conftest import FRAPPE_FIELDS, REPO
 
-from lit_ifm import DataError, FieldAwareDataModule, SyntheticConfig, memory
+from lit_ifm import DataError, FieldAwareDataModule, SyntheticConfig
 from lit_ifm.data import build
 from lit_ifm.data.encoding import words as word_ids
 from lit_ifm.data.rows import readers
@@ -340,48 +340,6 @@ def test_two_processes_building_the_same_store_build_it_once(mixed_sources, tmp_
     assert len(log.read_text().splitlines()) == 1  # the second waited for the first's store
     assert outputs[0][0] == outputs[1][0]
     assert len([path for path in (cache / "encoded").iterdir() if path.is_dir()]) == 1
-
-
-GIVEN_BACK = textwrap.dedent("""
-    import tempfile
-    from pathlib import Path
-    import numpy as np
-    from lit_ifm.data.store import folder as store
-
-    def anon_mib():
-        return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("RssAnon")) / 1024
-
-    def given_back(folder=None, after_a_larger_free=True):
-        if after_a_larger_free:
-            freed = np.ones(30 << 20, np.uint8)
-            del freed  # by glibc's own rule, blocks of up to 30 MiB now come from its heaps, which keep them
-        blocks = [np.ones(24 << 20, np.uint8) for _ in range(4)]
-        before = anon_mib()
-        del blocks[:-1]
-        print(round(before - anon_mib()))
-
-    given_back()
-    store.build_once(Path(tempfile.mkdtemp()), "store", given_back)
-    given_back(after_a_larger_free=False)
-""")
-
-
-@pytest.mark.skipif(memory._glibc_mallopt() is None or not Path("/proc/self/status").exists(),
-                    reason="glibc's malloc thresholds, read through Linux's /proc")
-@pytest.mark.parametrize("started_with", [{}, {"MALLOC_MMAP_THRESHOLD_": str(128 << 10)}])
-def test_a_build_gives_freed_memory_back_and_then_keeps_it_for_training(started_with):
-    environment = {name: value for name, value in os.environ.items()
-                   if not name.startswith("MALLOC_") and name not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
-    done = subprocess.run([sys.executable, "-c", GIVEN_BACK], cwd=REPO, env={**environment, **started_with},
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    before, building, after = map(int, done.stdout.split())  # MiB given back of three 24 MiB blocks freed
-    if started_with:  # the process's own threshold, 128 KiB, stays
-        assert (before, building, after) == (72, 72, 72)
-        return
-    assert before == 0  # glibc's own rule, after a 30 MiB block was freed
-    assert building == 72  # while building, whatever was freed before
-    assert after == 0  # then kept for reuse, as training wants it (not held at 128 KiB)
 
 
 def resident_kib(path: Path) -> int:

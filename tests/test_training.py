@@ -20,13 +20,3 @@ def test_fm_beats_a_linear_model_on_planted_interactions():
     data = FieldAwareDataModule(synthetic=SyntheticConfig(rows=8000), batch_size=256)
     linear, fm = validation_rmse(LinearModel, data), validation_rmse(FM, data)
     assert fm < 0.8 * linear, (fm, linear)
-
-
-def test_training_keeps_freed_memory_for_reuse(monkeypatch):
-    from lit_ifm.models import base
-
-    held = []
-    monkeypatch.setattr(base, "keep_freed_memory_for_reuse", lambda: held.append(True))
-    data = FieldAwareDataModule(synthetic=SyntheticConfig(rows=600), batch_size=128)
-    validation_rmse(FM, data, epochs=2)
-    assert held == [True]  # once, as training starts (glibc's thresholds: tests/test_store.py)

@@ -2,7 +2,6 @@
 
 from lit_ifm.callbacks.divergence import DivergenceGuard
 from lit_ifm.callbacks.field_importance import FieldImportanceReport
-from lit_ifm.callbacks.hooks import SkipsIdleBatchHooks
 from lit_ifm.callbacks.monitor import BestCheckpoint, EarlyStopping
 from lit_ifm.callbacks.predictions import PredictionWriter
 from lit_ifm.callbacks.progress import LineProgress
@@ -17,6 +16,5 @@ __all__ = [
     "InteractionSampler",
     "LineProgress",
     "PredictionWriter",
-    "SkipsIdleBatchHooks",
     "TrainingThroughput",
 ]

@@ -8,20 +8,20 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from lit_ifm.callbacks.hooks import SkipsIdleBatchHooks
 from lit_ifm.errors import TrainingDiverged
 
 _ADVICE = ("training stopped before this state reached a checkpoint (earlier checkpoints are kept); lower the "
            "learning rate (--model.lr), or train in 32-bit precision")
 
 
-class DivergenceGuard(SkipsIdleBatchHooks, L.Callback):
+class DivergenceGuard(L.Callback):
     """Stops ``fit`` with :class:`~lit_ifm.errors.TrainingDiverged` once the training loss or a validation metric
     is NaN or infinite. Lightning runs checkpoint callbacks after all others, so a diverged state never becomes
     ``best`` and never overwrites ``last.ckpt``. ``python -m lit_ifm`` adds it to every run.
 
     The per-step check stays on the device: the step's loss is kept, and the host reads the kept losses every
-    ``check_every_n_steps`` steps, on every step a checkpoint callback saves at (``every_n_train_steps``), and
+    ``check_every_n_steps`` steps, before every checkpoint is written (whatever saves it, and however often; every
+    step while a checkpoint callback saves weights only, which Lightning writes without asking callbacks), and
     before every validation and epoch end (one synchronisation each). All DDP ranks decide together, so none is
     left waiting.
 
@@ -33,19 +33,22 @@ class DivergenceGuard(SkipsIdleBatchHooks, L.Callback):
         self.check_every_n_steps = check_every_n_steps
         self._losses: list[Tensor] = []
         self._steps: list[int] = []
-        self._checkpoint_intervals: list[int] = []
+        self._every_step = False
 
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
-        self._checkpoint_intervals = [interval for callback in trainer.checkpoint_callbacks
-                                      if (interval := getattr(callback, "_every_n_train_steps", 0) or 0) > 0]
+        self._every_step = any(callback.save_weights_only for callback in trainer.checkpoint_callbacks)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, Tensor):
             self._losses.append(loss.detach().float())
             self._steps.append(trainer.global_step)
-        saving = any(trainer.global_step % interval == 0 for interval in self._checkpoint_intervals)
-        if saving or len(self._losses) >= self.check_every_n_steps:
+        if self._every_step or len(self._losses) >= self.check_every_n_steps:
+            self._check_losses(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict) -> None:
+        # Called on every rank as a checkpoint is put together, before it is written: a diverged state stops here.
+        if trainer.state.fn == "fit":
             self._check_losses(trainer)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module) -> None:

@@ -9,7 +9,6 @@ import numpy as np
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_ifm.callbacks.hooks import SkipsIdleBatchHooks
 from lit_ifm.runs import run_folder
 
 
@@ -54,7 +53,7 @@ def importance_figure(matrix: np.ndarray, field_names: tuple[str, ...], title: s
     return figure
 
 
-class FieldImportanceReport(SkipsIdleBatchHooks, L.Callback):
+class FieldImportanceReport(L.Callback):
     """At the end of fit, reports ``field_pair_importance()`` of models that have a field aspect (the paper's
     Table 3): the largest printed, all of them in ``field_pair_importance.csv`` and as a heatmap,
     ``field_pair_importance.png``, in the run's folder next to its ``checkpoints/``, and on W&B as a table and

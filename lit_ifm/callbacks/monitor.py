@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Literal
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import EarlyStopping as _LightningEarlyStopping
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lit_ifm.callbacks.hooks import SkipsIdleBatchHooks
+from lit_ifm.compat import match_mode
 from lit_ifm.errors import ConfigError
 
 Mode = Literal["min", "max"]
@@ -35,7 +34,7 @@ def resolve_monitor(pl_module: L.LightningModule, monitor: str | None, mode: Mod
     return monitor, found
 
 
-class BestCheckpoint(SkipsIdleBatchHooks, ModelCheckpoint):
+class BestCheckpoint(ModelCheckpoint):
     """Lightning's ``ModelCheckpoint`` keeping the best validation epoch by the task's metric: ``val/auroc``
     (higher is better) for a binary task, ``val/rmse`` (lower is better) for regression, unless ``monitor`` names
     another (``python -m lit_ifm fit --monitor val/logloss`` sets it on every callback that follows the task).
@@ -58,15 +57,14 @@ class BestCheckpoint(SkipsIdleBatchHooks, ModelCheckpoint):
         self.requested_monitor, self.requested_mode = monitor, mode
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        assumed = self.mode  # what __init__ set kth_value for
-        self.monitor, self.mode = resolve_monitor(pl_module, self.requested_monitor, self.requested_mode,
-                                                  type(self).__name__)
-        if self.mode != assumed:  # the worst possible score of this direction is the one to beat
-            self.kth_value = torch.tensor(torch.inf if self.mode == "min" else -torch.inf)
+        self.monitor, mode = resolve_monitor(pl_module, self.requested_monitor, self.requested_mode,
+                                             type(self).__name__)
+        if mode != self.mode:  # the direction __init__ assumed: the score to beat changes with it (a resumed run
+            match_mode(self, mode)  # restores its best scores from the checkpoint after setup)
         super().setup(trainer, pl_module, stage)
 
 
-class EarlyStopping(SkipsIdleBatchHooks, _LightningEarlyStopping):
+class EarlyStopping(_LightningEarlyStopping):
     """Lightning's ``EarlyStopping`` on the task's metric, chosen as :class:`BestCheckpoint` chooses it.
 
     Args:
@@ -88,11 +86,8 @@ class EarlyStopping(SkipsIdleBatchHooks, _LightningEarlyStopping):
         self.requested_monitor, self.requested_mode = monitor, mode
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        assumed = self.mode
-        self.monitor, self.mode = resolve_monitor(pl_module, self.requested_monitor, self.requested_mode,
-                                                  type(self).__name__)
-        if self.mode != assumed:  # what Lightning's __init__ derives from the mode, for this one (a resumed run
-            # restores best_score from its checkpoint after setup)
-            self.min_delta = -self.min_delta
-            self.best_score = torch.tensor(torch.inf if self.mode == "min" else -torch.inf)
+        self.monitor, mode = resolve_monitor(pl_module, self.requested_monitor, self.requested_mode,
+                                             type(self).__name__)
+        if mode != self.mode:
+            match_mode(self, mode)
         super().setup(trainer, pl_module, stage)

@@ -12,12 +12,11 @@ import pyarrow.csv
 import pyarrow.parquet
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_ifm.callbacks.hooks import SkipsIdleBatchHooks
 from lit_ifm.errors import ConfigError
 from lit_ifm.runs import checkpoint_run_folder, run_folder
 
 
-class PredictionWriter(SkipsIdleBatchHooks, L.Callback):
+class PredictionWriter(L.Callback):
     """Writes ``row_id`` (the row's position in the predicted split), the input's columns (rows read from a table
     file), ``prediction`` of every predicted row (and, with ``with_attention``, the IFM family's per-instance
     attention T_ij, one column per slot pair) at the end of ``predict``, and says where. The file is written beside

@@ -7,10 +7,8 @@ import time
 import lightning as L
 from lightning.pytorch.callbacks import ProgressBar
 
-from lit_ifm.callbacks.hooks import SkipsIdleBatchHooks
 
-
-class LineProgress(SkipsIdleBatchHooks, ProgressBar):
+class LineProgress(ProgressBar):
     """Lightning's progress bar redrawn in place writes hundreds of kilobytes into a log file; this writes lines:
     one per training epoch (its steps, seconds and the metrics the bar shows) and, within a long epoch, one every
     ``every_n_seconds``. ``python -m lit_ifm`` uses it instead of the bar when its output is not a terminal.
@@ -45,7 +43,7 @@ class LineProgress(SkipsIdleBatchHooks, ProgressBar):
         now = time.perf_counter()
         if self._enabled and self.every_n_seconds is not None and now - self._last_line >= self.every_n_seconds:
             self._last_line = now
-            total = self.total_train_batches  # Lightning's calls, which are steps unless steps_per_call > 1
+            total = self.total_train_batches
             share = f", {(batch_idx + 1) / total:.0%} of the epoch," if total != float("inf") else ""
             self.print(f"{self._epoch(trainer)}: {trainer.global_step - self._first_step} steps{share} after "
                        f"{now - self._epoch_start:.1f} s; {self._metrics(trainer, pl_module, 'train/')}")

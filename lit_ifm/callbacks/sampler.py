@@ -8,8 +8,6 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from lit_ifm.callbacks.hooks import SkipsIdleBatchHooks
-from lit_ifm.data.batch import StepGroup
 from lit_ifm.errors import ConfigError
 
 
@@ -45,7 +43,7 @@ def inclusion_probabilities(probabilities: Tensor, count: int, iterations: int =
     return torch.where(p > 0, 1 - torch.exp(-high.exp() * p), torch.ones_like(p))
 
 
-class InteractionSampler(SkipsIdleBatchHooks, L.Callback):
+class InteractionSampler(L.Callback):
     """Before every training batch, draws ``pairs`` of an IFM-family model's P feature interactions with
     probability proportional to ``||F_{f_i,f_j}||^exponent`` (without replacement) and has the model
     compute pair products, attention (softmax over the drawn pairs) and field aspect for those only.
@@ -105,19 +103,14 @@ class InteractionSampler(SkipsIdleBatchHooks, L.Callback):
             self.selection_counts, self.steps = torch.zeros(pl_module.num_pairs, dtype=torch.long), 0
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
-        if isinstance(batch, StepGroup):  # several optimizer steps in this call: a draw before each
-            batch.before_each_step.append(lambda: self.draw(trainer, pl_module))
-        else:
-            self.draw(trainer, pl_module)
+        self.draw(trainer, pl_module)
 
     def draw(self, trainer: L.Trainer, pl_module) -> None:
         """Has ``pl_module`` compute the pairs drawn for the coming training step (all pairs during warm-up)."""
         if trainer.global_step < self.warmup_steps:
             self._use_all_pairs(pl_module)
             return
-        # In full precision even inside a training step (several steps per call draw there, under autocast).
-        with torch.autocast(pl_module.device.type, enabled=False):
-            weights = pl_module.pair_weights(self.exponent)
+        weights = pl_module.pair_weights(self.exponent)
         if trainer.world_size > 1 and torch.distributed.is_initialized():
             # rank 0's: a rank's batch-norm statistics, which pair weights may scale by, are its own between
             # DDP's broadcasts, and every rank must draw the same pairs

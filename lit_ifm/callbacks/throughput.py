@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 
 import lightning as L
 
-from lit_ifm.callbacks.hooks import SkipsIdleBatchHooks
 
-
-class TrainingThroughput(SkipsIdleBatchHooks, L.Callback):
+class TrainingThroughput(L.Callback):
     """Logs ``train/samples_per_sec``: training rows per wall-clock second of each epoch's training batches, all
     ranks together. The clock runs from the start of the epoch to the end of its last training batch (data
     loading, forward, backward and optimizer step included) and stops while validation runs, at the end of the
@@ -21,8 +18,7 @@ class TrainingThroughput(SkipsIdleBatchHooks, L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         now = time.perf_counter()
-        # a call of several optimizer steps says how many rows it trained on (max_steps may end it early)
-        self._samples += outputs["rows"] if isinstance(outputs, Mapping) and "rows" in outputs else len(batch)
+        self._samples += len(batch)
         self._seconds += now - self._since
         self._since = now
 

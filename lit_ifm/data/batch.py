@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -50,48 +49,5 @@ class FieldBatch:
         """The batch in pinned host memory, for faster copies to a GPU (``DataLoader(pin_memory=True)``)."""
         return FieldBatch(*(t.pin_memory() for t in self._tensors()), self.unit_values)
 
-    def split(self, rows: int) -> list[FieldBatch]:
-        """Consecutive batches of ``rows`` rows (the last may be shorter), views of this one."""
-        return [FieldBatch(*parts, self.unit_values) for parts in zip(*(t.split(rows) for t in self._tensors()))]
-
     def _tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return self.feature_ids, self.feature_values, self.labels, self.row_ids
-
-
-@dataclass(init=False, eq=False)  # a dataclass: Lightning's precision plugins convert its rows' tensors
-class StepGroup:
-    """The batches of several consecutive optimizer steps, handed to one ``training_step`` call
-    (``FieldAwareDataModule(steps_per_call=k)``, as Keras' ``steps_per_execution``): Lightning's own work per call,
-    which can take longer than a small model's whole step, is paid once per k steps. It travels as one batch of
-    all the rows (one copy to a device) and is cut into the steps' batches where it is used.
-
-    ``len()`` is its rows, as a :class:`FieldBatch`'s. ``before_each_step`` holds what a callback needs done
-    before each step's forward pass rather than once per call (the :class:`~lit_ifm.callbacks.InteractionSampler`
-    draws its pairs there).
-
-    >>> group = StepGroup(FieldBatch(torch.zeros(5, 2, dtype=torch.long), torch.ones(5, 2), torch.zeros(5),
-    ...                              torch.arange(5)), step_rows=2)
-    >>> len(group), [batch.row_ids.tolist() for batch in group.steps()]
-    (5, [[0, 1], [2, 3], [4]])
-    """
-
-    rows: FieldBatch
-
-    def __init__(self, rows: FieldBatch, step_rows: int):
-        self.rows, self.step_rows = rows, step_rows
-        self.before_each_step: list[Callable[[], None]] = []
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def steps(self) -> list[FieldBatch]:
-        """The batch of each optimizer step, in order."""
-        return self.rows.split(self.step_rows)
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> StepGroup:
-        """The group on ``device`` (what Lightning calls to move it)."""
-        return StepGroup(self.rows.to(device, non_blocking=non_blocking), self.step_rows)
-
-    def pin_memory(self) -> StepGroup:
-        """The group in pinned host memory."""
-        return StepGroup(self.rows.pin_memory(), self.step_rows)

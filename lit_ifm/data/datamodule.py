@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -18,9 +17,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
-from lit_ifm.data.batch import FieldBatch, StepGroup
-from lit_ifm.data.build import NegativeSampling, build_store
 from lit_ifm.checkpoints import ENCODING_KEY, SCHEMA_KEY, read_checkpoint
+from lit_ifm.compat import global_seed
+from lit_ifm.data.batch import FieldBatch
+from lit_ifm.data.build import NegativeSampling, build_store
 from lit_ifm.data.encoding import encoder_from_state
 from lit_ifm.data.encoding.encoder import fingerprint
 from lit_ifm.data.encoding.labels import LabelRule
@@ -32,8 +32,8 @@ from lit_ifm.data.loading.sampling import OrderedRows, ShuffledBatches, Shuffled
 from lit_ifm.data.rows import files, readers
 from lit_ifm.data.rows.splits import SPLITS, SplitOrigin, SplitRows
 from lit_ifm.data.schema import FieldSchema
-from lit_ifm.data.store.folder import STORE_VERSION, Store, build_once
 from lit_ifm.data.store import mapped
+from lit_ifm.data.store.folder import STORE_VERSION, Store, build_once
 from lit_ifm.data.store.mapped import EncodedSplit
 from lit_ifm.data.synthetic import SyntheticConfig
 from lit_ifm.errors import CheckpointError, ConfigError, DataError
@@ -55,16 +55,6 @@ _ENCODING_SETTINGS = ("task", "categorical", "numeric", "multi_valued", "label",
 
 def _already_batched(batch: FieldBatch) -> FieldBatch:
     return batch
-
-
-@dataclass
-class _StepsOf:
-    """A training loader's collate function with ``steps_per_call`` > 1: the rows of a call, cut into steps."""
-
-    step_rows: int
-
-    def __call__(self, batch: FieldBatch) -> StepGroup:
-        return StepGroup(batch, self.step_rows)
 
 
 @dataclass
@@ -144,21 +134,9 @@ class FieldAwareDataModule(L.LightningDataModule):
             ``~/.cache/lit_ifm`` and ``datasets``' own).
         predict_split: the split ``predict`` scores.
         synthetic: the generator's settings when ``source`` is ``synthetic``.
-        steps_per_call: optimizer steps per ``training_step`` call, each on its own ``batch_size`` rows, in the
-            same order as one step per call, so training is the same (Keras' ``steps_per_execution``).
-            Lightning's own work per call (hooks, progress, logging) then comes once per that many steps: it can
-            take longer than a small model's whole step (FM at batch 128 through the CLI: 58% of a plain loop's
-            speed with 1, 73-104% with 8; benchmarks/RESULTS.md). The model
-            steps its optimizer itself (Lightning's manual optimization), so Lightning's progress, logging steps,
-            ``val_check_interval`` and ``limit_train_batches`` count calls, while ``global_step`` and
-            ``max_steps`` count optimizer steps. Refused with gradient clipping or accumulation, learning-rate
-            schedulers, checkpoints every N steps or every so often (``every_n_train_steps``,
-            ``train_time_interval``) and overrides of ``optimizer_step``, which Lightning skips or checks only
-            where a call ends when the model steps its optimizer itself.
         shuffle_block_rows: shuffle the training rows as blocks of this many consecutive rows of the split (a block
-            shuffle), then the rows within each call's ``steps_per_call * batch_size``: a batch holds the rows of
-            about ``steps_per_call * batch_size / shuffle_block_rows`` blocks mixed (so the batches depend on
-            ``steps_per_call`` too), every row still once an epoch.
+            shuffle), then the rows within each batch: a batch holds the rows of about
+            ``batch_size / shuffle_block_rows`` blocks mixed, every row still once an epoch.
             A store too large to index in memory reads a block in one read rather than a row per read (5 M
             Criteo-shaped rows, blocks of 64: 2.8 M rows/s against 0.65 M; benchmarks/RESULTS.md). 1, the default,
             shuffles row by row. Suits rows in no particular order; rows sorted by time or user keep that order
@@ -195,7 +173,6 @@ class FieldAwareDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         predict_split: Literal["train", "validation", "test"] = "test",
         synthetic: SyntheticConfig = SyntheticConfig(),
-        steps_per_call: int = 1,
         shuffle_block_rows: int = 1,
         encoder_from: str | None = None,
     ):
@@ -211,8 +188,6 @@ class FieldAwareDataModule(L.LightningDataModule):
         counts = min_count.values() if isinstance(min_count, dict) else [min_count]
         if any(count < 1 for count in counts):
             raise ConfigError(f"min_count must be at least 1, got {min_count}")
-        if steps_per_call < 1:
-            raise ConfigError(f"steps_per_call must be at least 1, got {steps_per_call}")
         if shuffle_block_rows < 1:
             raise ConfigError(f"shuffle_block_rows must be at least 1, got {shuffle_block_rows}")
         if any(buckets < 1 for buckets in (hash_buckets or {}).values()):
@@ -496,24 +471,20 @@ class FieldAwareDataModule(L.LightningDataModule):
             # resumed from a checkpoint sees the same batches as an uninterrupted one, and every DDP rank
             # shuffles alike. The seed is seed_everything's (split_seed when nothing was seeded). It yields
             # whole batches of row indices, which the DataLoader passes on as they are (batch_size None).
-            # With steps_per_call k, a call's rows are k batches' of that same order (blocks: mixed in the call).
-            seed = int(os.environ.get("PL_GLOBAL_SEED", hp.split_seed))  # seed_everything's, same on all ranks
-            call_rows = hp.batch_size * hp.steps_per_call
-            sampler = ShuffledBatches(dataset, world_size, rank, call_rows, seed=seed, block_rows=hp.shuffle_block_rows)
+            seed = global_seed(hp.split_seed)  # seed_everything's, same on all ranks
+            sampler = ShuffledBatches(dataset, world_size, rank, hp.batch_size, seed=seed,
+                                      block_rows=hp.shuffle_block_rows)
             batch_size = None
-            collate = _StepsOf(hp.batch_size) if hp.steps_per_call > 1 else _already_batched
             if self.trainer is not None and self.trainer.overfit_batches:  # Lightning swaps in a row sampler
                 sampler, batch_size = ShuffledRows(dataset, world_size, rank, seed=seed), hp.batch_size
-                collate = _already_batched
         else:
             # Each validation/test row is scored exactly once across ranks (no padding duplicates).
             sampler, batch_size = OrderedRows(dataset, world_size, rank), hp.eval_batch_size or hp.batch_size
-            collate = _already_batched
         return DataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
-            collate_fn=collate,
+            collate_fn=_already_batched,
             num_workers=hp.num_workers,
             pin_memory=hp.pin_memory,
             persistent_workers=hp.num_workers > 0,

@@ -7,8 +7,14 @@ from lit_ifm.models.deepfm import DeepFM
 from lit_ifm.models.deepifm import DeepIFM
 from lit_ifm.models.ffm import FFM
 from lit_ifm.models.fm import FM
-from lit_ifm.models.ifm import IFM, FieldPairImportance, InteractionAspects, InteractionAwareModel, InteractionDetails
+from lit_ifm.models.ifm import IFM
 from lit_ifm.models.inn import INN
+from lit_ifm.models.interaction_aware import (
+    FieldPairImportance,
+    InteractionAspects,
+    InteractionAwareModel,
+    InteractionDetails,
+)
 from lit_ifm.models.linear import LinearModel
 from lit_ifm.models.nfm import NFM
 

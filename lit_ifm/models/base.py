@@ -9,16 +9,14 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 import torchmetrics
-from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 
-from lit_ifm.callbacks.hooks import skip_idle_batch_hooks
 from lit_ifm.checkpoints import ENCODING_KEY, MODEL_KEY, SCHEMA_KEY, check_fits, check_schema, read_checkpoint
-from lit_ifm.data.batch import FieldBatch, StepGroup
+from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.schema import FieldSchema
 from lit_ifm.errors import CheckpointError, ConfigError
 from lit_ifm.layers import embedding_rows
-from lit_ifm.memory import check_parameter_memory, keep_freed_memory_for_reuse
+from lit_ifm.models.footprint import check_parameter_memory
 
 Task = Literal["regression", "binary"]
 OptimizerName = Literal["adam", "adamw", "adagrad", "sgd"]
@@ -52,9 +50,9 @@ class FieldAwareModel(L.LightningModule):
         init_from: an FM checkpoint whose feature embeddings, linear terms and bias initialise this
             model (the paper's FM pre-training).
         compile: ``torch.compile`` the forward pass in this mode (``reduce-overhead`` adds CUDA graphs on a
-            GPU). The first steps, and the first of each evaluation, wait for the compiler (10-30 s); after
-            that FM trains 1.3x faster on a CPU through the CLI (benchmarks/RESULTS.md). ``None``: eager. A
-            checkpoint keeps the setting: ``load_from_checkpoint(path, compile=None)`` loads it eager.
+            GPU): fewer, fused kernels per step, after the first steps, and the first of each evaluation, have
+            waited for the compiler. ``None``: eager. A checkpoint keeps the setting:
+            ``load_from_checkpoint(path, compile=None)`` loads it eager.
     """
 
     def __init__(
@@ -144,6 +142,16 @@ class FieldAwareModel(L.LightningModule):
         # a compiled function does not pickle (a spawned DDP rank, a deep copy): it is made again on first use
         return {**super().__getstate__(), "_compiled_scores": None}
 
+    def _attached_trainer(self) -> L.Trainer | None:
+        """The Trainer running this model, or None outside of one (``self.trainer`` raises there, and under Fabric
+        gives a stand-in without the Trainer's settings)."""
+        if self.fabric is not None:
+            return None
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
+
     def num_parameters(self) -> int:
         """Trainable parameters, the padding rows of the embedding tables excluded (the paper's count)."""
         padding_rows = sum(table.embedding_dim for table in (self.feature_embedding, self.linear))
@@ -176,128 +184,28 @@ class FieldAwareModel(L.LightningModule):
             return scores.clamp(*self.schema.label_range)
         return scores
 
-    def training_step(self, batch: FieldBatch | StepGroup, batch_idx: int) -> Tensor | dict:
-        if not self.automatic_optimization:
-            return self._optimizer_steps(batch, batch_idx)
-        if isinstance(batch, StepGroup):
-            raise ConfigError("batches of several optimizer steps (steps_per_call > 1) are for the data module's own "
-                              "fit: pass it as fit(model, datamodule=...), not its train_dataloader()")
+    def training_step(self, batch: FieldBatch, batch_idx: int) -> Tensor:
         loss = self.loss(self(batch), batch.labels)
         self._add_to_epoch_loss(loss, len(batch))
         self._log_training_loss(loss, len(batch), batch_idx)
-        return self._regularized(loss)
-
-    def _regularized(self, loss: Tensor) -> Tensor:
         return loss + self.regularization() if self.hparams.l2_regularization else loss
 
-    # --- several optimizer steps per call (FieldAwareDataModule's steps_per_call) -------------------------
-
-    @property
-    def automatic_optimization(self) -> bool:
-        """Whether Lightning steps the optimizer, once per ``training_step`` call: unless the data module hands over
-        several steps' batches per call (``steps_per_call``), which :meth:`training_step` then steps itself."""
-        return self._automatic_optimization and self._steps_per_call() == 1
-
-    @automatic_optimization.setter
-    def automatic_optimization(self, automatic: bool) -> None:
-        self._automatic_optimization = automatic
-
-    def __setattr__(self, name: str, value) -> None:
-        # Lightning names the hook it is in on the module before and after every hook it calls, module's or
-        # callbacks': over a dozen times an optimizer step. nn.Module's __setattr__ (which looks for parameters,
-        # buffers and modules first) made that 4% of FM's step at batch 128.
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
-    def _steps_per_call(self) -> int:
-        trainer = self._trainer
-        steps = getattr(getattr(trainer.datamodule, "hparams", None), "steps_per_call", 1) if trainer else 1
-        if steps > 1 and ((trainer.gradient_clip_val or 0) > 0 or trainer.accumulate_grad_batches != 1):
-            raise ConfigError(f"steps_per_call {steps} steps the optimizer within each training_step call, where "
-                              "Lightning neither clips gradients (gradient_clip_val) nor accumulates them "
-                              "(accumulate_grad_batches); set --data.steps_per_call 1 to use them")
-        return steps
-
-    def setup(self, stage: str) -> None:
-        """Leaves the trainer's callbacks no idle batch hook to call
-        (:func:`~lit_ifm.callbacks.hooks.skip_idle_batch_hooks`): a subclass's own hook calls it."""
-        skip_idle_batch_hooks(self.trainer.callbacks)
-
-    def on_train_start(self) -> None:
-        """Checks what ``steps_per_call`` cannot do, carries the step count over and keeps freed memory for reuse
-        (:func:`~lit_ifm.memory.keep_freed_memory_for_reuse`): a subclass's own hook calls it first."""
-        keep_freed_memory_for_reuse()
-        trainer = self._trainer
-        if (steps := self._steps_per_call()) > 1:
-            self._check_steps_per_call(trainer, steps)
-        # Lightning counts optimizer steps apart for its automatic and manual optimization, and global_step reads the
-        # one in use: a run resumed with another steps_per_call would start its count again from 0.
-        loop = trainer.fit_loop.epoch_loop
-        counts = (loop.automatic_optimization.optim_progress.optimizer.step.total,
-                  loop.manual_optimization.optim_step_progress.total)
-        steps = max(count.completed for count in counts)
-        for count in counts:
-            count.ready = count.completed = steps
-
-    def _check_steps_per_call(self, trainer: L.Trainer, steps: int) -> None:
-        """What several steps per call cannot do, refused before the first step rather than skipped in silence."""
-        if self.lr_schedulers() is not None:
-            raise ConfigError(f"{type(self).__name__} configures a learning-rate scheduler, which Lightning does not "
-                              f"step when the model steps its optimizer itself (steps_per_call {steps}); set "
-                              "--data.steps_per_call 1")
-        overridden = [hook for hook in ("optimizer_step", "optimizer_zero_grad", "on_before_zero_grad")
-                      if is_overridden(hook, self)]
-        overridden += [f"{type(callback).__name__}.on_before_zero_grad" for callback in trainer.callbacks
-                       if is_overridden("on_before_zero_grad", callback, L.Callback)]
-        if overridden:
-            raise ConfigError(f"{', '.join(overridden)} would not run with steps_per_call {steps}, where the model steps "
-                              "its optimizer itself; set --data.steps_per_call 1")
-        for callback in trainer.checkpoint_callbacks:
-            if getattr(callback, "_every_n_train_steps", 0) or getattr(callback, "_train_time_interval", None):
-                raise ConfigError(f"{type(callback).__name__}(every_n_train_steps or train_time_interval) saves on "
-                                  f"optimizer steps that steps_per_call {steps} runs within one call, where Lightning "
-                                  "does not look; save per epoch (every_n_epochs) or set --data.steps_per_call 1")
-
-    def _optimizer_steps(self, group: FieldBatch | StepGroup, batch_idx: int) -> dict[str, Tensor | int]:
-        """One optimizer step per batch of ``group``, as Lightning's would be: forward, zero the gradients,
-        backward (with the precision's scaling), step. Stops at ``max_steps`` (Lightning calls no further once it is
-        reached). Returns the call's mean loss and the rows it trained on."""
-        steps, before_each_step = (group.steps(), group.before_each_step) if isinstance(group, StepGroup) else \
-            ([group], [])
-        optimizer, trainer = self.optimizers(), self._trainer
-        total, rows = None, 0
-        for batch in steps:
-            for prepare in before_each_step:
-                prepare()
-            loss = self.loss(self(batch), batch.labels)
-            optimizer.zero_grad()
-            self.manual_backward(self._regularized(loss))
-            optimizer.step()
-            weighted = self._add_to_epoch_loss(loss, len(batch))
-            total, rows = (weighted if total is None else total + weighted), rows + len(batch)
-            if 0 <= trainer.max_steps <= trainer.global_step:
-                break
-        mean = total / rows
-        self._log_training_loss(mean, rows, batch_idx)
-        return {"loss": mean, "rows": rows}  # rows: fewer than the group's when max_steps ends the call early
-
-    def _add_to_epoch_loss(self, loss: Tensor, rows: int) -> Tensor:
-        """Adds a step's loss times its rows to the epoch's sum, and returns that product."""
+    def _add_to_epoch_loss(self, loss: Tensor, rows: int) -> None:
+        """Adds a step's loss times its rows to the epoch's sum, kept on the device."""
         weighted = loss.detach().float() * rows
         self._epoch_loss_sum = weighted if self._epoch_loss_sum is None else self._epoch_loss_sum + weighted
         self._epoch_rows += rows
-        return weighted
 
     def _log_training_loss(self, loss: Tensor, rows: int, batch_idx: int) -> None:
-        # Each self.log call costs Lightning about 0.8 ms on a CPU (it moves its whole record to the loss's device
-        # every time): more than FM's entire step at batch 128. So the step's loss is logged only on the steps the
-        # logger writes (and an epoch's last, for the progress line), and the epoch's mean is summed on the
-        # device (_add_to_epoch_loss) and logged once per epoch (on_train_epoch_end).
-        trainer = self._trainer
-        if trainer is not None and (trainer._logger_connector.should_update_logs  # as Lightning's own callbacks ask
-                                    or batch_idx + 1 >= trainer.num_training_batches):
+        # self.log has a fixed cost per call that can exceed a small model's whole step, so the step's loss is
+        # logged only on the steps the logger writes (every log_every_n_steps) and on an epoch's last (for the
+        # progress line); the epoch's mean is summed on the device and logged once (on_train_epoch_end).
+        trainer = self._attached_trainer()
+        if trainer is None:
+            return
+        every = trainer.log_every_n_steps  # 0: the logger writes no step's metrics
+        if (every and (trainer.global_step + 1) % every == 0) or trainer.should_stop \
+                or batch_idx + 1 >= trainer.num_training_batches:
             self.log("train/loss", loss, prog_bar=True, batch_size=rows)
 
     def on_train_epoch_end(self) -> None:
@@ -370,6 +278,10 @@ class FieldAwareModel(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         self._check_regularization_names()
+        if self.feature_embedding.weight.device.type == "cpu":  # the check reads the host's memory
+            check_parameter_memory(type(self).__name__, self.feature_embedding.num_embeddings,
+                                   self.feature_embedding.embedding_dim + 1, self.hparams.optimizer,
+                                   self.hparams.sparse_embeddings)
         optimizer = _OPTIMIZERS[self.hparams.optimizer]
         parameters = [p for p in self.parameters() if p.requires_grad]
         if self.hparams.sparse_embeddings:
@@ -383,11 +295,12 @@ class FieldAwareModel(L.LightningModule):
                 {"params": [p for p in parameters if id(p) not in sparse]},
             ]
             return optimizer(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        # Adam's fused kernel makes one pass over each parameter (on a CPU, 2.3x faster than foreach, which is a loop
-        # of one op per parameter there); foreach: one kernel per op for all parameters (torch's default on CUDA only).
+        # Adam's fused kernel makes one pass over each parameter (foreach, on a CPU, is a loop of one op per
+        # parameter); foreach: one kernel per op for all parameters (torch's default on CUDA only).
         # Lightning refuses to clip the gradients of a fused optimizer under mixed precision (it unscales them
         # itself), so gradient clipping keeps foreach.
-        clipping = self._trainer is not None and bool(self._trainer.gradient_clip_val)
+        trainer = self._attached_trainer()
+        clipping = trainer is not None and bool(trainer.gradient_clip_val)
         if (self.hparams.optimizer in _FUSED_OPTIMIZERS and not clipping
                 and all(p.device.type in ("cpu", "cuda") for p in parameters)):
             return optimizer(parameters, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, fused=True)
@@ -417,7 +330,7 @@ class FieldAwareModel(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # The trainer restores a checkpoint (test, predict, validate, resumed fit) into a model built for the data
         # at hand: refuse one of another class, task, data or size before its weights go in.
-        trainer = self._trainer
+        trainer = self._attached_trainer()
         check_fits(checkpoint, (trainer.ckpt_path if trainer is not None else None) or "the checkpoint", self)
         if trainer is not None and trainer.state.fn != "fit":  # evaluating does not continue the run's callbacks
             checkpoint.pop("callbacks", None)  # (a ModelCheckpoint would warn that its folder changed)

@@ -7,7 +7,7 @@ from torch import Tensor
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.schema import FieldSchema
 from lit_ifm.layers import MLP
-from lit_ifm.models.ifm import InteractionAwareModel
+from lit_ifm.models.interaction_aware import InteractionAwareModel
 
 
 class DeepIFM(InteractionAwareModel):
@@ -20,8 +20,8 @@ class DeepIFM(InteractionAwareModel):
         hidden_dropout: dropout after each hidden layer.
         batch_norm: batch norm after each hidden layer.
         pooled_batch_norm: batch-normalise G_IFM's pooled vector, as :class:`~lit_ifm.models.ifm.IFM` does (by
-            default from scratch only, :func:`~lit_ifm.models.ifm.pooled_batch_norm_default`).
-        **kwargs: :class:`~lit_ifm.models.ifm.InteractionAwareModel`'s arguments and :class:`FieldAwareModel`'s.
+            default from scratch only, :func:`~lit_ifm.models.interaction_aware.pooled_batch_norm_default`).
+        **kwargs: :class:`~lit_ifm.models.interaction_aware.InteractionAwareModel`'s arguments and :class:`FieldAwareModel`'s.
 
     >>> from lit_ifm.data.synthetic import synthetic_schema
     >>> DeepIFM(synthetic_schema(), embedding_dim=8, hidden_sizes=(16,)).deep[0].in_features

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.schema import FieldSchema
 from lit_ifm.layers import MLP
-from lit_ifm.models.ifm import InteractionAwareModel
+from lit_ifm.models.interaction_aware import InteractionAwareModel
 
 
 class INN(InteractionAwareModel):
@@ -19,7 +19,7 @@ class INN(InteractionAwareModel):
     zero block.
 
     With ``ifm_shortcut`` (lit_ifm's default, beyond the paper), IFM's interaction ``G_IFM`` (Eq. 13, the sum
-    of h0, through :class:`~lit_ifm.models.ifm.PooledInteraction`) is added to ``h_L``: INN then starts out
+    of h0, through :class:`~lit_ifm.models.interaction_aware.PooledInteraction`) is added to ``h_L``: INN then starts out
     as IFM and its MLP learns what IFM's sum misses. The paper's INN alone fell behind IFM, and FM
     pre-training made it worse, as its MLP over P K inputs overfits within an epoch or two.
 
@@ -32,8 +32,8 @@ class INN(InteractionAwareModel):
             starts out computing IFM's function; ``False`` is the paper's ``G_INN = h_L`` with the usual
             initialisation.
         pooled_batch_norm: batch-normalise the shortcut's pooled vector, as :class:`~lit_ifm.models.ifm.IFM`
-            does (by default from scratch only, :func:`~lit_ifm.models.ifm.pooled_batch_norm_default`).
-        **kwargs: :class:`~lit_ifm.models.ifm.InteractionAwareModel`'s arguments (attention_dim,
+            does (by default from scratch only, :func:`~lit_ifm.models.interaction_aware.pooled_batch_norm_default`).
+        **kwargs: :class:`~lit_ifm.models.interaction_aware.InteractionAwareModel`'s arguments (attention_dim,
             field_factors, temperature, variant, same_field_pairs, attention_sum) and
             :class:`FieldAwareModel`'s.
 

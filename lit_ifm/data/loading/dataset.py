@@ -13,7 +13,7 @@ from lit_ifm.data.store.mapped import EncodedSplit
 class FieldBatchDataset(Dataset):
     """Batches gathered from an encoded split (memory-mapped): one fancy index per array, never a loop per row.
     With :meth:`to`, the split is copied to a device once and batches are gathered there. An index tensor
-    (what :class:`~lit_ifm.data.sampling.ShuffledBatches` yields) gives a batch of those rows, an int one row."""
+    (what :class:`~lit_ifm.data.loading.sampling.ShuffledBatches` yields) gives a batch of those rows, an int one row."""
 
     def __init__(self, split: EncodedSplit):
         self.split = split

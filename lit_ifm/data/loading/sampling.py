@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sized
 
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DistributedSampler
+
+from lit_ifm.compat import UnrepeatedDistributedSampler
 
 _BLOCK = 1 << 16  # indices turned into Python ints at once
 

@@ -32,7 +32,6 @@ import torch
 from lit_ifm.data.rows.splits import SplitOrigin
 from lit_ifm.data.schema import Field, FieldSchema
 from lit_ifm.data.store.mapped import EncodedSplit, MappedArray, record_type
-from lit_ifm.memory import freed_blocks_returned
 
 STORE_VERSION = 2  # bump when the layout or the encoding changes, so older stores are not reused
 META = "meta.json"
@@ -197,8 +196,7 @@ def build_once(root: Path, key: str, build: Callable[[Path], None]) -> Path:
         temporary = root / f"{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         temporary.mkdir()
         try:
-            with freed_blocks_returned():
-                build(temporary)
+            build(temporary)
             os.replace(temporary, final)
         finally:
             shutil.rmtree(temporary, ignore_errors=True)
