@@ -29,7 +29,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_ifm import FM, IFM, DataError, Field, FieldAwareDataModule, FieldSchema, SyntheticConfig
 from lit_ifm.callbacks import DivergenceGuard
-from lit_ifm.data.datamodule import split_rows
+from lit_ifm.data.sources import split_rows
 from lit_ifm.errors import CheckpointError, ConfigError, TrainingDiverged
 from lit_ifm.loggers import resolve_wandb_mode
 
