@@ -293,6 +293,7 @@ def test_embedding_rows_give_nn_embeddings_rows_and_gradient(width):
     assert table.weight.grad[29].abs().sum() == 0
 
 
+@pytest.mark.slow
 def test_a_compiled_model_gives_the_eager_scores_and_gradients_and_still_copies():
     schema, batch = mixed_schema(), random_batch(mixed_schema(), rows=32)
     eager = FM(schema, embedding_dim=8)
@@ -307,6 +308,7 @@ def test_a_compiled_model_gives_the_eager_scores_and_gradients_and_still_copies(
     assert "_orig_mod" not in "".join(compiled.state_dict())  # checkpoints keep the eager model's keys
 
 
+@pytest.mark.slow
 def test_a_compiled_ifm_follows_the_pairs_a_sampler_selects_batch_after_batch():
     schema, batch = mixed_schema(), random_batch(mixed_schema(), rows=16)
     eager = IFM(schema, embedding_dim=8).eval()

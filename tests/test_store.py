@@ -312,6 +312,7 @@ def start_build(source: Path, cache: Path, log: Path, mode: str = "build", proce
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_a_killed_build_leaves_no_store_that_a_later_run_trusts(mixed_sources, tmp_path):
     cache, log = tmp_path / "cache", tmp_path / "builds.log"
     killed = start_build(mixed_sources["csv_splits"], cache, log, "kill")
@@ -330,6 +331,7 @@ def test_a_killed_build_leaves_no_store_that_a_later_run_trusts(mixed_sources, t
     assert out.split() == [str(module.schema.num_features), str(int(module.prepared.splits["train"].feature_ids.sum()))]
 
 
+@pytest.mark.slow
 def test_two_processes_building_the_same_store_build_it_once(mixed_sources, tmp_path):
     cache, log = tmp_path / "cache", tmp_path / "builds.log"
     builds = [start_build(mixed_sources["csv_one_file"], cache, log, processes=2)]
@@ -365,6 +367,7 @@ GIVEN_BACK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(memory._glibc_mallopt() is None or not Path("/proc/self/status").exists(),
                     reason="glibc's malloc thresholds, read through Linux's /proc")
 @pytest.mark.parametrize("started_with", [{}, {"MALLOC_MMAP_THRESHOLD_": str(128 << 10)}])
