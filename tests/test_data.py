@@ -307,7 +307,7 @@ def test_device_resident_data_trains_where_the_model_is(tmp_path):
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         default_root_dir=tmp_path, accelerator="cpu")
     trainer.fit(FM(module.schema, embedding_dim=4), datamodule=module)
-    assert module._datasets["train"].labels.device == trainer.strategy.root_device
+    assert next(iter(module.train_dataloader())).labels.device == trainer.strategy.root_device
     assert trainer.callback_metrics["val/rmse"].isfinite()
 
 
