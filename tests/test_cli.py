@@ -23,6 +23,7 @@ def wandb_service_of_the_parent():
     wandb.teardown()
 
 
+@pytest.mark.slow
 def test_fit_one_epoch_on_synthetic_data_then_test(tmp_path, wandb_service_of_the_parent):
     result = run_cli("fit", "--config", str(REPO / "recipes" / "fm_synthetic.yaml"), "--trainer.max_epochs", "1",
                      "--data.synthetic.rows", "3000", "--trainer.enable_progress_bar", "false", cwd=tmp_path)
@@ -54,6 +55,7 @@ def test_the_logger_receives_the_nested_config_and_the_parameter_count(tmp_path,
         assert name in metrics.split(","), name
 
 
+@pytest.mark.slow
 def test_print_config_resolves_the_recipe_over_cli_yaml(tmp_path):
     result = run_cli("fit", "--config", str(REPO / "recipes" / "fm_frappe.yaml"), "--print_config", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -66,6 +68,7 @@ def test_print_config_resolves_the_recipe_over_cli_yaml(tmp_path):
     assert best["class_path"] == "lit_ifm.callbacks.BestCheckpoint" and best["init_args"]["monitor"] is None  # the task's
 
 
+@pytest.mark.slow
 def test_a_mistyped_key_is_rejected(tmp_path):
     result = run_cli("fit", "--config", str(REPO / "recipes" / "fm_synthetic.yaml"), "--model.embeding_dim", "8",
                      cwd=tmp_path)
@@ -92,6 +95,7 @@ def test_test_and_predict_from_a_checkpoint(tmp_path, monkeypatch):
     assert header.startswith('"row_id","prediction","attention:f0-f1"')
 
 
+@pytest.mark.slow
 def test_bad_data_is_one_clear_line_not_a_traceback(tmp_path):
     result = run_cli("fit", "--data.source", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert result.returncode == 2

@@ -48,13 +48,13 @@ def test_frappe_libfm_folder(frappe_dir):
     assert any("validation values unseen in training" in line for line in module.report)
 
 
-def test_libfm_single_file_is_split_70_20_10_with_the_seed(tmp_path, frappe_dir):
-    lines = (frappe_dir / "frappe.test.libfm").read_text().splitlines()[:1000]
+def test_libfm_single_file_is_split_70_20_10_with_the_seed(tmp_path, small_frappe_dir):
+    lines = (small_frappe_dir / "frappe.test.libfm").read_text().splitlines()
     (tmp_path / "small.libfm").write_text("\n".join(lines) + "\n")
 
     def test_split(seed: int) -> np.ndarray:
         module = FieldAwareDataModule(str(tmp_path / "small.libfm"), split_seed=seed)
-        assert [len(module.prepared.splits[s]) for s in ("train", "validation", "test")] == [700, 200, 100]
+        assert [len(module.prepared.splits[s]) for s in ("train", "validation", "test")] == [210, 60, 30]
         assert module.schema.field_names[0] == "field_0"
         return module.prepared.splits["test"].feature_ids
 
@@ -62,8 +62,8 @@ def test_libfm_single_file_is_split_70_20_10_with_the_seed(tmp_path, frappe_dir)
     assert not np.array_equal(test_split(1), test_split(2))
 
 
-def test_min_count_maps_rare_training_ids_to_oov_and_reports_them(frappe_dir):
-    module = FieldAwareDataModule(str(frappe_dir), categorical=FRAPPE_FIELDS, min_count=5)
+def test_min_count_maps_rare_training_ids_to_oov_and_reports_them(small_frappe_dir):
+    module = FieldAwareDataModule(str(small_frappe_dir), categorical=FRAPPE_FIELDS, min_count=5)
     user = module.schema.fields[0]
     train_users = module.prepared.splits["train"].feature_ids[:, 0]
     counts = np.bincount(train_users)
@@ -140,11 +140,11 @@ def test_csv_numbers_padded_with_spaces_and_true_false_read_as_pandas_reads_them
     assert module.prepared.splits["test"].labels.tolist() == expected.clicked.astype(float).tolist()
 
 
-def test_hub_layout_local_folder_maps_labels_to_the_task(tmp_path, frappe_dir):
+def test_hub_layout_local_folder_maps_labels_to_the_task(tmp_path, small_frappe_dir):
     """A folder laid out like reczoo/Frappe_x1 (train/valid/test CSV, one column per field, label 1/0)."""
     files = {"train": "frappe.train.libfm", "valid": "frappe.validation.libfm", "test": "frappe.test.libfm"}
     for split, name in files.items():
-        lines = (frappe_dir / name).read_text().splitlines()[:2000]
+        lines = (small_frappe_dir / name).read_text().splitlines()
         rows = [[int(token.split(":")[0]) for token in line.split()[1:]] for line in lines]
         frame = pd.DataFrame(rows, columns=FRAPPE_FIELDS)
         frame["label"] = [1.0 if line.split()[0] == "1" else 0.0 for line in lines]
@@ -307,7 +307,7 @@ def test_device_resident_data_trains_where_the_model_is(tmp_path):
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         default_root_dir=tmp_path, accelerator="cpu")
     trainer.fit(FM(module.schema, embedding_dim=4), datamodule=module)
-    assert module._datasets["train"].labels.device == trainer.strategy.root_device
+    assert next(iter(module.train_dataloader())).labels.device == trainer.strategy.root_device
     assert trainer.callback_metrics["val/rmse"].isfinite()
 
 
@@ -404,10 +404,10 @@ def test_a_block_shuffle_gives_every_row_once_and_batches_of_whole_blocks(rows, 
     assert epochs[0] != epochs[1]
 
 
-def test_batches_say_when_every_value_is_1(frappe_dir, tmp_path):
+def test_batches_say_when_every_value_is_1(small_frappe_dir, tmp_path):
     from lit_ifm.data.store import mapped as store
 
-    frappe = FieldAwareDataModule(str(frappe_dir), batch_size=32)  # every slot holds a feature, none a number
+    frappe = FieldAwareDataModule(str(small_frappe_dir), batch_size=32)  # every slot holds a feature, none a number
     frappe.setup("fit")
     assert next(iter(frappe.train_dataloader())).unit_values
     frame = pd.DataFrame({"city": ["a", None, "b", "a"] * 30, "price": [1.0, 2.0, 3.0, 1.0] * 30,
@@ -423,7 +423,7 @@ def test_batches_say_when_every_value_is_1(frappe_dir, tmp_path):
             assert not all(batch.unit_values for batch in batches), (case, resident)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(store, "RESIDENT_BUDGET", 0)
-        frappe = FieldAwareDataModule(str(frappe_dir), batch_size=32, device_resident=False)
+        frappe = FieldAwareDataModule(str(small_frappe_dir), batch_size=32, device_resident=False)
         frappe.setup("fit")
         assert all(batch.unit_values for _, batch in zip(range(50), frappe.train_dataloader()))
 

@@ -50,6 +50,7 @@ def run(elsewhere, module: str, *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_their_ifm_trains_with_lit_ifms_command_and_sampler_then_reloads_and_predicts(elsewhere, clickmodels,
                                                                                        tmp_path):
     fit = run(elsewhere, "lit_ifm", "fit", "--model.class_path", "clickmodels.LinearAttentionIFM",
@@ -71,6 +72,7 @@ def test_their_ifm_trains_with_lit_ifms_command_and_sampler_then_reloads_and_pre
     assert predictions.prediction.to_numpy() == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_their_model_with_their_data_module_through_their_own_entry_point(elsewhere):
     fit = run(elsewhere, "clickmodels", "fit", "--model.class_path", "clickmodels.FwFM", "--model.embedding_dim", "4",
               "--data.rows", "800", "--trainer.max_epochs", "1")
@@ -80,6 +82,7 @@ def test_their_model_with_their_data_module_through_their_own_entry_point(elsewh
     assert "test/auroc" in fit.stdout
 
 
+@pytest.mark.slow
 def test_a_mistyped_argument_of_their_model_is_refused(elsewhere):
     typo = run(elsewhere, "lit_ifm", "fit", "--model.class_path", "clickmodels.FwFM", "--model.embeding_dim", "4")
     assert typo.returncode != 0 and "embeding_dim" in typo.stderr

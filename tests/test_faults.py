@@ -332,6 +332,7 @@ def kill_after_epoch(process: subprocess.Popen, root: Path, epoch: int) -> Path:
     raise AssertionError("no checkpoint of epoch 1 within 4 minutes")
 
 
+@pytest.mark.slow
 def test_10_resume_after_sigkill_continues_the_same_run_bit_for_bit(tmp_path):
     straight_root, killed_root = tmp_path / "straight", tmp_path / "killed"
     straight_root.mkdir(), killed_root.mkdir()
@@ -417,6 +418,7 @@ def test_12_an_unreadable_checkpoint(damage, reason, ifm_run, tmp_path, capsys):
     assert line == f"lit-ifm: error: --ckpt_path: {damaged} is not a lit_ifm checkpoint ({reason})"  # no torch advice
 
 
+@pytest.mark.slow
 def test_12_a_missing_ckpt_path_stops_before_the_data_and_wandb(tmp_path):
     result = run_cli("fit", *synthetic_args(), "--ckpt_path", str(tmp_path / "nowhere.ckpt"), cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -587,6 +589,7 @@ def test_13_a_wandb_server_that_refuses_the_key_means_offline(monkeypatch, tmp_p
         assert resolve_wandb_mode(timeout=2) == ("offline", f"{url} refused the API key (HTTP 401)")
 
 
+@pytest.mark.slow
 def test_13_a_wandb_server_that_refuses_the_run_means_offline(monkeypatch, tmp_path):
     with stand_in_wandb("run") as url:
         wandb_environment(monkeypatch, tmp_path, url)

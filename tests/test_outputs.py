@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from conftest import REPO
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -25,6 +26,7 @@ SMALL_IFM = ["--config", str(REPO / "recipes" / "ifm_synthetic.yaml"), "--data.s
              "--model.embedding_dim", "4"]
 
 
+@pytest.mark.slow
 def test_a_run_keeps_its_files_next_to_its_checkpoints_and_prints_lines_not_a_bar(tmp_path):
     fit = run_cli("fit", *SMALL_IFM, "--trainer.max_epochs", "2", cwd=tmp_path)  # W&B offline (conftest)
     assert fit.returncode == 0, fit.stderr[-3000:]

@@ -16,6 +16,8 @@ import pytest
 import yaml
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # every test runs the README's commands in new processes
+
 README = (REPO / "README.md").read_text()
 FAST = ["--trainer.max_epochs", "1", "--trainer.enable_model_summary", "false"]
 

@@ -102,6 +102,7 @@ def test_the_cpu_setting_stacks_after_every_recipe(recipe, tmp_path, capsys):
     assert config["data"]["source"] == own["data"]["source"]
 
 
+@pytest.mark.slow
 def test_the_compile_setting_trains_a_recipe_and_its_checkpoint_loads_eager(tmp_path):
     from lit_ifm import FM
 

@@ -54,6 +54,7 @@ def test_resumed_run_equals_the_uninterrupted_run(tmp_path):
         torch.testing.assert_close(actual, expected, msg=name, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_two_ddp_processes_score_every_validation_row_once(tmp_path):
     data = small_data(eval_batch_size=64)  # 300 validation rows: uneven last batches on 2 ranks
     single = trainer(tmp_path).validate(fresh_fm(data), datamodule=data, verbose=False)[0]
@@ -62,6 +63,7 @@ def test_two_ddp_processes_score_every_validation_row_once(tmp_path):
     assert double["val/rmse"] == pytest.approx(single["val/rmse"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_two_ddp_processes_train_like_one(tmp_path):
     data_one, data_two = small_data(), small_data(batch_size=64)  # global batch 128
     one, two = fresh_fm(data_one), fresh_fm(data_two)
@@ -261,6 +263,7 @@ def test_ifm_predictions_carry_the_attention_of_every_pair(tmp_path):
     assert (attention.sum(axis=1) - 45).abs().max() < 1e-4  # T sums to the row's 45 real pairs
 
 
+@pytest.mark.slow
 def test_field_importance_is_reported_as_csv_and_on_wandb(tmp_path):
     from lit_ifm import IFM
     from lit_ifm.callbacks import FieldImportanceReport

@@ -176,6 +176,7 @@ def test_evaluation_can_keep_the_top_pairs(tmp_path):
     assert evaluated == {(row.first, row.second) for row in model.field_pair_importance()[:5]}
 
 
+@pytest.mark.slow
 def test_two_ddp_processes_draw_the_same_pairs(tmp_path):
     sampler = InteractionSampler(pairs=0.3, seed=3)
     sampled_fit(tmp_path, sampler, max_epochs=1, devices=2, strategy="ddp_fork", accelerator="cpu")

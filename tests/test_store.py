@@ -96,9 +96,10 @@ IN_MEMORY_DIGESTS = {
 }
 
 
-def digest_case(case: str, mixed_sources: dict[str, Path], frappe_dir: Path,
+def digest_case(case: str, mixed_sources: dict[str, Path], request: pytest.FixtureRequest,
                 **cache) -> tuple[str, FieldAwareDataModule]:
-    if case == "frappe":
+    if case == "frappe":  # the full files: only this case skips without them
+        frappe_dir = request.getfixturevalue("frappe_dir")
         module = FieldAwareDataModule(str(frappe_dir), categorical=FRAPPE_FIELDS, signed_labels=True, batch_size=128,
                                       **cache)
     elif case == "synthetic":
@@ -110,8 +111,8 @@ def digest_case(case: str, mixed_sources: dict[str, Path], frappe_dir: Path,
 
 
 @pytest.mark.parametrize("case", sorted(IN_MEMORY_DIGESTS))
-def test_the_memory_map_gives_the_batches_of_the_in_memory_path(case, mixed_sources, frappe_dir, tmp_path):
-    result, module = digest_case(case, mixed_sources, frappe_dir)
+def test_the_memory_map_gives_the_batches_of_the_in_memory_path(case, mixed_sources, request, tmp_path):
+    result, module = digest_case(case, mixed_sources, request)
     assert result == IN_MEMORY_DIGESTS[case]
     train = module.prepared.splits["train"]
     assert train.feature_ids.dtype == np.int32 and not train.feature_ids.flags.writeable  # mapped, read-only
@@ -121,10 +122,10 @@ def test_the_memory_map_gives_the_batches_of_the_in_memory_path(case, mixed_sour
 
 
 @pytest.mark.parametrize("case", ["frappe", "csv_one_file", "parquet_one_file", "csv_splits"])
-def test_chunks_of_a_few_rows_give_the_same_store(case, mixed_sources, frappe_dir, tmp_path, monkeypatch):
+def test_chunks_of_a_few_rows_give_the_same_store(case, mixed_sources, request, tmp_path, monkeypatch):
     """Counting, encoding and label mapping chunk by chunk give what one chunk gives."""
     monkeypatch.setattr(build, "CHUNK_ROWS", 997)
-    assert digest_case(case, mixed_sources, frappe_dir, cache_dir=str(tmp_path))[0] == IN_MEMORY_DIGESTS[case]
+    assert digest_case(case, mixed_sources, request, cache_dir=str(tmp_path))[0] == IN_MEMORY_DIGESTS[case]
 
 
 def test_a_store_is_reused_without_reading_the_source(mixed_sources, monkeypatch):
@@ -313,6 +314,7 @@ def start_build(source: Path, cache: Path, log: Path, mode: str = "build", proce
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_a_killed_build_leaves_no_store_that_a_later_run_trusts(mixed_sources, tmp_path):
     cache, log = tmp_path / "cache", tmp_path / "builds.log"
     killed = start_build(mixed_sources["csv_splits"], cache, log, "kill")
@@ -331,6 +333,7 @@ def test_a_killed_build_leaves_no_store_that_a_later_run_trusts(mixed_sources, t
     assert out.split() == [str(module.schema.num_features), str(int(module.prepared.splits["train"].feature_ids.sum()))]
 
 
+@pytest.mark.slow
 def test_two_processes_building_the_same_store_build_it_once(mixed_sources, tmp_path):
     cache, log = tmp_path / "cache", tmp_path / "builds.log"
     builds = [start_build(mixed_sources["csv_one_file"], cache, log, processes=2)]
