@@ -196,8 +196,8 @@ def test_export_command_writes_a_folder_that_serves_without_lit_ifm(table_folder
 
     for format, model_file in (("torch", "model.pt2"), ("onnx", "model.onnx")):  # the second replaces the first
         assert main(["export", "--ckpt_path", str(checkpoint), "--format", format, "--output", str(output)]) == output
-        assert capsys.readouterr().out.strip() == (f"IFM exported, computing the top {top} of {model.num_pairs} "
-                                                   f"pairs to {output}: {model_file}, signature.json, README.md")
+        assert capsys.readouterr().out.strip() == (f"IFM (the top {top} of {model.num_pairs} pairs) exported to "
+                                                   f"{output}: {model_file}, signature.json, README.md")
         assert sorted(path.name for path in output.iterdir()) == sorted([model_file, "signature.json", "README.md"])
         signature = json.loads((output / "signature.json").read_text())
         assert [(f["name"], f["kind"], f["first_slot"], f["slots"]) for f in signature["fields"]] == [

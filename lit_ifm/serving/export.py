@@ -260,6 +260,6 @@ def export_command(args: Sequence[str]) -> Path:
     pairs, computed = signature.get("pairs"), ""
     if pairs is not None:
         subset = "all" if pairs["computed"] == "all" else f"the top {len(pairs['computed'])} of"
-        computed = f", computing {subset} {pairs['total']} pairs"
-    print(f"{signature['model'].rpartition('.')[2]} exported{computed} to {folder}: {', '.join(signature['files'])}")
+        computed = f" ({subset} {pairs['total']} pairs)"
+    print(f"{signature['model'].rpartition('.')[2]}{computed} exported to {folder}: {', '.join(signature['files'])}")
     return folder
