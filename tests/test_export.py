@@ -23,7 +23,7 @@ from lit_ifm.callbacks import InteractionSampler
 from lit_ifm.checkpoints import MODEL_KEY
 from lit_ifm.data import FieldAwareDataModule, FieldBatch
 from lit_ifm.models import FM, IFM, FieldAwareModel, InteractionAwareModel
-from lit_ifm.serving import ServingModel, export, export_checkpoint
+from lit_ifm.serving import ExportFile, ServingModel, export, export_checkpoint
 
 TOLERANCE = 1e-5
 PREDICTED_ROWS = 1000
@@ -263,3 +263,22 @@ def test_the_serving_model_computes_all_pairs_whatever_a_training_step_drew(trai
 
     assert serving.computed_pairs() is None and model.active_pairs.tolist() == [0, 3]
     torch.testing.assert_close(serving(rows.feature_ids, rows.feature_values), expected, rtol=0, atol=TOLERANCE)
+
+
+def test_an_extra_file_is_listed_and_a_failed_export_leaves_no_files_behind(trained, tmp_path):
+    checkpoint, _ = trained("FM")
+    model = FM.load_from_checkpoint(checkpoint)
+    vocabulary = ExportFile("vocabulary.txt", "the values", lambda path: path.write_text("a\nb\n"))
+
+    folder = export(model, tmp_path / "export", extra_files=[vocabulary])
+
+    assert json.loads((folder / "signature.json").read_text())["files"]["vocabulary.txt"] == "the values"
+    assert "| `vocabulary.txt` | the values |" in (folder / "README.md").read_text()
+
+    def write_half(path: Path) -> None:
+        path.write_text("a\n")
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        export(model, folder, extra_files=[ExportFile("vocabulary.txt", "the values", write_half)])
+    assert list(folder.iterdir()) == []

@@ -71,9 +71,8 @@ def export(model: FieldAwareModel, folder: str | Path, format: Format = "torch",
     serving = ServingModel(model, sampler)
     program = exported_program(serving)
     folder = _emptied_export_folder(Path(folder))
-    files: dict[str, str] = {}
     try:
-        files.update(_write_model(program, folder, format))
+        files = _write_model(program, folder, format)
         for extra in extra_files:
             files[extra.name] = extra.description
             extra.write(folder / extra.name)
@@ -82,9 +81,10 @@ def export(model: FieldAwareModel, folder: str | Path, format: Format = "torch",
         signature = serving_signature(serving, format, files)
         (folder / SIGNATURE_FILE).write_text(json.dumps(signature, indent=2) + "\n")
         (folder / README_FILE).write_text(export_readme(signature))
-    except BaseException:  # no half export left behind, which the next export would refuse to write over
-        for name in [*files, *MODEL_FILES.values()]:
-            (folder / name).unlink(missing_ok=True)
+    except BaseException:  # no half export left behind (the folder held nothing else), which the next would refuse
+        for path in folder.iterdir():
+            if path.is_file():
+                path.unlink()
         raise
     return folder
 
