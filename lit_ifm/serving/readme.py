@@ -54,7 +54,7 @@ A {task} model exported with {tool} by lit_ifm {lit_ifm} (torch {torch}). Servin
 B is any number of rows. The slots hold the fields in this order (a multi-valued field fills its slots from the
 first, one feature each):
 
-| field | kind | slots | values (with the out-of-vocabulary one) | out-of-vocabulary id |
+| field | kind | slots | vocabulary size (its out-of-vocabulary id included) | out-of-vocabulary id |
 | --- | --- | --- | --- | --- |
 {fields}
 {pairs}
