@@ -1,4 +1,5 @@
-"""``python -m lit_ifm fit|validate|test|predict --config recipes/<model>_<dataset>.yaml``"""
+"""``python -m lit_ifm fit|validate|test|predict --config recipes/<model>_<dataset>.yaml``, and
+``python -m lit_ifm export --ckpt_path <ckpt> --format torch|onnx --output <folder>`` (:mod:`lit_ifm.serving`)"""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from lit_ifm.memory import tune_allocator
 from lit_ifm.models import FieldAwareModel
 from lit_ifm.noise import silence_known_noise
 from lit_ifm.runs import new_run_folder, run_folder
+from lit_ifm.serving.export import export_command
 
 _PACKAGE = Path(__file__).resolve().parent
 _COMMANDS = ("fit", "validate", "test", "predict")
@@ -171,10 +173,12 @@ class LitIFMCLI(KeepsCheckpointHyperparameters, LightningCLI):
 
 
 def main(args: list[str] | None = None,
-         data_module: type[FieldAwareDataModule] = FieldAwareDataModule) -> LitIFMCLI:
+         data_module: type[FieldAwareDataModule] = FieldAwareDataModule) -> LitIFMCLI | Path:
     """``python -m lit_ifm``: LightningCLI with lit_ifm's defaults (``cli.yaml``), and any mistake in the data or
     the settings reported as one line ``lit-ifm: error: ...`` with exit code 2. As the owner of its process, it
-    also sets glibc's malloc thresholds for training (:func:`lit_ifm.memory.tune_allocator`).
+    also sets glibc's malloc thresholds for training (:func:`lit_ifm.memory.tune_allocator`). ``export`` is no
+    LightningCLI command (it trains nothing): :func:`lit_ifm.serving.export.export_command` parses its flags and
+    returns the export's folder.
 
     Args:
         args: the command line, e.g. ``["fit", "--config", "recipes/fm_frappe.yaml"]``; default ``sys.argv``.
@@ -184,6 +188,9 @@ def main(args: list[str] | None = None,
     silence_known_noise()
     tune_allocator()  # process-wide: the entry point owns the process, a library import does not
     try:
+        command_line = sys.argv[1:] if args is None else args
+        if command_line[:1] == ["export"]:
+            return export_command(command_line[1:])
         return _cli(args, data_module)
     except Exception as error:
         cause = _user_error(error)
