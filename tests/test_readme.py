@@ -125,6 +125,24 @@ def test_every_command_not_run_is_in_the_docs_and_says_why():
     assert len(generic_commands()) >= 15  # the docs' commands are found at all
 
 
+def anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: ``Criteo scale: the store`` -> ``criteo-scale-the-store``."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_reach_files_and_headings():
+    for document, text in DOCUMENTS.items():
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"https?://", target):
+                continue
+            path, _, heading = target.partition("#")
+            linked = (REPO / document).parent / path if path else REPO / document
+            assert linked.exists(), f"{document} links to {target}: no such file"
+            if heading:
+                headings = re.findall(r"^#+ (.*)$", linked.read_text(), flags=re.M)
+                assert heading in map(anchor, headings), f"{document} links to {target}: no such heading"
+
+
 def test_the_quick_start(tmp_path):
     (command,) = commands(section("README.md", "First run"))
     assert python_module(command) == ["lit_ifm", "fit"]
