@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -18,10 +19,11 @@ from lit_ifm.callbacks.divergence import DivergenceGuard
 from lit_ifm.callbacks.monitor import BestCheckpoint, EarlyStopping
 from lit_ifm.callbacks.predictions import PredictionWriter
 from lit_ifm.callbacks.progress import LineProgress
-from lit_ifm.checkpoints import check_model_class, import_class, read_checkpoint
+from lit_ifm.checkpoints import check_model_class, import_class, model_class_path, read_checkpoint
 from lit_ifm.compat import KeepsCheckpointHyperparameters
 from lit_ifm.data import FieldAwareDataModule
-from lit_ifm.errors import ConfigError, UserError
+from lit_ifm.data.datamodule import ENCODING_SETTINGS
+from lit_ifm.errors import CheckpointError, ConfigError, UserError
 from lit_ifm.memory import tune_allocator
 from lit_ifm.models import FieldAwareModel
 from lit_ifm.noise import silence_known_noise
@@ -107,26 +109,55 @@ class LitIFMCLI(KeepsCheckpointHyperparameters, LightningCLI):
         parser.add_argument("--threads", type=Optional[int], default=None,
                             help="CPU threads torch computes with (default: torch's, one per core, or "
                                  "$OMP_NUM_THREADS)")
+        parser.add_argument("--keep_columns", type=Optional[list[str]], default=None,
+                            help="predict: the input's columns written beside each prediction, e.g. [user_id] "
+                                 "(default: all of them)")
+
+    def parse_arguments(self, parser, args) -> None:
+        self.command_line = CommandLine(sys.argv[1:] if args is None else list(args))
+        super().parse_arguments(parser, args)
 
     def apply_checkpoint(self) -> None:
-        """Checks ``--ckpt_path`` before any data is read or W&B starts: a readable lit_ifm checkpoint of the
-        configured model class. Then, as LightningCLI does, the model's settings come from the checkpoint, and a
-        resumed fit continues the checkpoint's run. (The data is compared when the trainer loads it.)"""
+        """Checks ``--ckpt_path`` before any data is read or W&B starts: a readable lit_ifm checkpoint. What the
+        command line does not name comes from it: the model's class and settings, and the data's source, field spec
+        and task; what it names must agree with it. A source other than the one the checkpoint was trained on is
+        scored whole with the checkpoint's encoder (``--data.encoder_from``). A resumed fit continues the
+        checkpoint's run. (The data is compared with the checkpoint's when the trainer loads it.)"""
         subcommand = self.subcommand
-        path = subcommand and self.config[subcommand].get("ckpt_path")
+        config = self.config[subcommand]
+        path = subcommand and config.get("ckpt_path")
         if not path:
             return
         checkpoint = read_checkpoint(path)
-        class_path = self.config[subcommand].model.class_path
+        saved_class = model_class_path(checkpoint)
+        class_path = config.model.class_path
+        if saved_class and not self.command_line.names("model"):
+            if import_class(saved_class) is None:
+                raise CheckpointError(f"--ckpt_path: {path} holds a model of class {saved_class}, which cannot be "
+                                      "imported here: install the package that defines it")
+            class_path = saved_class
         check_model_class(checkpoint, path, import_class(class_path))
         # The task is linked from the data (and compared with the checkpoint's when the weights load).
         settings = {name: value for name, value in checkpoint.get("hyper_parameters", {}).items()
                     if name not in ("_instantiator", "_class_path", "task")}
-        if settings:
-            model = {"class_path": class_path, "init_args": settings}
-            self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
+        model = {"class_path": class_path, "init_args": settings}
+        self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
+        self._data_from_checkpoint(self.config[subcommand].data, checkpoint, path, subcommand)
         if subcommand == "fit" and RUN_KEY in checkpoint:
             self._continue_run(self.config.fit.trainer, checkpoint[RUN_KEY])
+
+    def _data_from_checkpoint(self, data: Namespace, checkpoint: dict, path: str, subcommand: str) -> None:
+        """The data settings the checkpoint was trained with, where the command line names none; and, to evaluate
+        or predict rows of another source, the checkpoint's encoder."""
+        saved = checkpoint.get("datamodule_hyper_parameters") or {}
+        taken = {name: asdict(saved[name]) if is_dataclass(saved[name]) else saved[name]
+                 for name in ("source", "synthetic", *ENCODING_SETTINGS)
+                 if name in saved and name in data and not self.command_line.names(f"data.{name}")}
+        if subcommand != "fit" and "encoder_from" in data and not data.encoder_from and "source" in saved \
+                and not same_source(taken.get("source", data.source), saved["source"]):
+            taken["encoder_from"] = str(path)
+        if taken:
+            self.config = self.parser.parse_object({subcommand: {"data": taken}}, self.config)
 
     def _continue_run(self, trainer: Namespace, run: dict) -> None:
         loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
@@ -162,7 +193,8 @@ class LitIFMCLI(KeepsCheckpointHyperparameters, LightningCLI):
             kwargs["callbacks"] = [*callbacks, bar]
         trainer = super().instantiate_trainer(**kwargs)
         if self.subcommand == "predict" and not any(isinstance(c, PredictionWriter) for c in trainer.callbacks):
-            trainer.callbacks.append(PredictionWriter())  # predict writes a file by default, and says where
+            keep = self.config[self.subcommand].get("keep_columns")  # predict writes a file by default, and says where
+            trainer.callbacks.append(PredictionWriter(keep_columns=keep))
         return trainer
 
     def after_fit(self) -> None:
@@ -170,6 +202,48 @@ class LitIFMCLI(KeepsCheckpointHyperparameters, LightningCLI):
         checkpoint = self.trainer.checkpoint_callback
         best = checkpoint.best_model_path if checkpoint is not None else ""
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+class CommandLine:
+    """What a command line names itself, on the command line or in its ``--config`` files (as opposed to
+    defaults): settings a checkpoint supplies otherwise.
+
+    >>> CommandLine(["predict", "--ckpt_path", "a.ckpt", "--data.source=new.csv"]).names("data.source")
+    True
+    >>> CommandLine(["predict", "--ckpt_path", "a.ckpt"]).names("model")
+    False
+    """
+
+    def __init__(self, args: list[str]):
+        self.options = [arg[2:].split("=", 1)[0] for arg in args if arg.startswith("--")]
+        self.configured: list[dict] = []
+        for index, arg in enumerate(args):
+            value = arg.split("=", 1)[1] if arg.startswith("--config=") else \
+                args[index + 1] if arg == "--config" and index + 1 < len(args) else None
+            if value is not None and Path(value).is_file():
+                loaded = yaml.safe_load(Path(value).read_text())
+                self.configured.append(loaded if isinstance(loaded, dict) else {})
+
+    def names(self, key: str) -> bool:
+        """Whether ``key`` (``model``, ``data.source``) or a setting inside it is given."""
+        if any(option == key or option.startswith(f"{key}.") for option in self.options):
+            return True
+        for found in self.configured:
+            for part in key.split("."):
+                found = found.get(part) if isinstance(found, dict) else None
+            if found is not None:
+                return True
+        return False
+
+
+def same_source(source: str, trained: str) -> bool:
+    """Whether two data sources name the same data: the same Hub id, or the same file or folder."""
+    if source == trained:
+        return True
+    try:
+        return Path(source).expanduser().resolve() == Path(trained).expanduser().resolve()
+    except OSError:
+        return False
 
 
 def main(args: list[str] | None = None,

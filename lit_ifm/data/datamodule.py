@@ -39,7 +39,7 @@ from lit_ifm.data.synthetic import SyntheticConfig
 from lit_ifm.errors import CheckpointError, ConfigError, DataError
 
 Task = Literal["regression", "binary"]
-SCORED = "rows"  # the one split of a source scored with a trained model's encoder
+SCORED = "scored"  # the one split of a source scored with a trained model's encoder
 
 
 def checkpoint_layout(state: dict) -> str:
@@ -47,8 +47,9 @@ def checkpoint_layout(state: dict) -> str:
     return "libfm" if state["encoder"]["kind"] == "libfm" else "table"
 
 
-# Settings that change the encoded splits, so a store built under other settings is not reused.
-_ENCODING_SETTINGS = ("task", "categorical", "numeric", "multi_valued", "label", "signed_labels", "positive_threshold",
+# Settings that change the encoded splits, so a store built under other settings is not reused (and that scoring
+# with a checkpoint takes from it unless told otherwise).
+ENCODING_SETTINGS = ("task", "categorical", "numeric", "multi_valued", "label", "signed_labels", "positive_threshold",
                       "min_count", "max_values", "negatives_per_positive", "item_field", "split_seed",
                       "numeric_buckets", "hash_buckets", "missing_as_id")
 
@@ -311,7 +312,7 @@ class FieldAwareDataModule(L.LightningDataModule):
     def _store(self) -> tuple[Path, bool]:
         """The folder of the encoded splits, built unless a store for this source and these settings exists, and
         whether it is a temporary one (a source of one's own, whose rows this module cannot fingerprint)."""
-        settings = [(name, self.hparams[name]) for name in _ENCODING_SETTINGS]
+        settings = [(name, self.hparams[name]) for name in ENCODING_SETTINGS]
         own_rows = self.load_rows()
         if own_rows is not None:
             self.store_root.mkdir(parents=True, exist_ok=True)

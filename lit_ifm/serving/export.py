@@ -27,12 +27,14 @@ from lit_ifm.errors import CheckpointError, ConfigError
 from lit_ifm.models import FieldAwareModel
 from lit_ifm.runs import checkpoint_run_folder
 from lit_ifm.serving.module import ServingModel
+from lit_ifm.serving.plain import write_plain_encoding
 from lit_ifm.serving.readme import export_readme
 
 Format = Literal["torch", "onnx"]
 FORMATS: tuple[str, ...] = ("torch", "onnx")
 SIGNATURE_FILE = "signature.json"
 README_FILE = "README.md"
+ENCODER_FILE = "encoder.json"
 MODEL_FILES = {"torch": "model.pt2", "onnx": "model.onnx"}
 _ONNX_PACKAGES = ("onnx", "onnxscript")  # what torch.onnx.export(dynamo=True) imports
 _ONNX_SINGLE_FILE_BYTES = 1 << 30  # weights beyond this go to model.onnx.data (a protobuf file holds at most 2 GiB)
@@ -211,7 +213,11 @@ def export_checkpoint(checkpoint_path: str | Path, folder: str | Path, format: F
     checkpoint = read_checkpoint(checkpoint_path)
     model_class = checkpoint_model_class(checkpoint, checkpoint_path)
     model = model_class.load_from_checkpoint(checkpoint_path, map_location="cpu")
-    return export(model, folder, format, sampler=trained_sampler(checkpoint_path))
+    encoding = model.schema.encoding
+    extra = [] if encoding is None or encoding["encoder"]["kind"] != "table" else [ExportFile(
+        ENCODER_FILE, "the encoder: every field's rules and vocabulary, to turn raw rows into ids (see lit_ifm's "
+        "serving.plain)", lambda path: write_plain_encoding(encoding, path))]
+    return export(model, folder, format, sampler=trained_sampler(checkpoint_path), extra_files=extra)
 
 
 def checkpoint_model_class(checkpoint: dict, path: str | Path) -> type[FieldAwareModel]:

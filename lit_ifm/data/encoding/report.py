@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from lit_ifm.data.schema import Field
 
 
-
 @dataclass
 class EncodingReport:
     """What encoding changed, so nothing is dropped silently."""

@@ -3,10 +3,10 @@ hashed fields, numbers and multi-valued lists, encoded field by field, side by s
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import abc
 import csv
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -280,6 +281,21 @@ class ArrowRows(RowSource):
             yield table.slice(start, rows)
 
 
+def _column(values: list) -> pa.Array:
+    """A column of Python values: NaN and None missing; values of mixed types (text beside numbers, as a DataFrame's
+    records give them) as text, integral numbers without their ``.0``.
+
+    >>> _column(["a", float("nan"), 3.0]).to_pylist()
+    ['a', None, '3']
+    """
+    try:
+        return pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        missing = [value is None or (isinstance(value, float) and math.isnan(value)) for value in values]
+        return pa.array([None if gone else str(int(value)) if isinstance(value, float) and value.is_integer()
+                         else str(value) for value, gone in zip(values, missing)])
+
+
 def rows_of(rows, cache_dir: str | None = None) -> tuple[RowSource, Path]:
     """Rows as a user has them, and the name messages give them: a file (CSV, TSV, parquet, JSON lines or libFM), a
     ``datasets.Dataset``, a pandas ``DataFrame``, a list of dicts (one a row) or an Arrow table.
@@ -302,7 +318,8 @@ def rows_of(rows, cache_dir: str | None = None) -> tuple[RowSource, Path]:
     if isinstance(rows, pa.Table):
         return ArrowRows(rows), Path("table")
     if isinstance(rows, list) and all(isinstance(row, dict) for row in rows):
-        return ArrowRows(pa.Table.from_pylist(rows)), Path("rows")
+        names = list(dict.fromkeys(name for row in rows for name in row))
+        return ArrowRows(pa.table({name: _column([row.get(name) for row in rows]) for name in names})), Path("rows")
     if hasattr(rows, "columns") and hasattr(rows, "to_dict"):  # a pandas DataFrame
         return ArrowRows(pa.Table.from_pandas(rows, preserve_index=False)), Path("DataFrame")
     raise DataError(f"rows of type {type(rows).__name__}: expected a file path, a pandas DataFrame, a list of dicts, a "
