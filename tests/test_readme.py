@@ -20,6 +20,8 @@ import yaml
 from conftest import REPO
 from helpers import run_main
 
+from lit_ifm.__main__ import main
+
 DOCUMENTS = {path.relative_to(REPO).as_posix(): path.read_text()
              for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]}
 FAST = ["--trainer.max_epochs", "1", "--trainer.enable_model_summary", "false"]
@@ -239,7 +241,8 @@ def stand_ins(small_frappe_dir, tmp_path_factory) -> dict[str, str]:
     """The data folders the docs name, and the small folders that stand in for them here."""
     criteo = tmp_path_factory.mktemp("criteo") / "Criteo_x1"
     write_criteo_like(criteo)
-    return {"data/frappe": str(small_frappe_dir), "path/to/Criteo_x1": str(criteo)}
+    return {"data/frappe": str(small_frappe_dir), "path/to/Criteo_x1": str(criteo),
+            "data/frappe/frappe.test.libfm": str(small_frappe_dir / "frappe.test.libfm")}
 
 
 @pytest.fixture(scope="module")
@@ -284,13 +287,17 @@ def test_command(command, document, tmp_path, stand_ins, trained, monkeypatch):
     config = args[args.index("--config") + 1] if "--config" in args else ""
     for index, word in enumerate(args):
         if "<run>" in word:  # an FM checkpoint to start from, or one of the command's own recipe
-            recipe = "fm_frappe" if args[index - 1] == "--model.init_from" else Path(config).stem
+            recipe = "fm_frappe" if args[index - 1] == "--model.init_from" or not config else Path(config).stem
             args[index] = str(trained(recipe, "last" if word.endswith("last.ckpt") else "best"))
     (tmp_path / "recipes").symlink_to(REPO / "recipes")
     for name, code in files(DOCUMENTS[document]).items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(code)
-    extra = [ROWS, "1500"] if trains_on_synthetic_data(args, tmp_path) else []
+    if args[0] == "export":  # no LightningCLI command: it trains nothing, and takes no trainer settings
+        main([*args[:-1], str(tmp_path / args[-1])])
+        assert (tmp_path / args[-1] / "signature.json").is_file()
+        return
+    extra = [ROWS, "1500"] if trains_on_synthetic_data(args, tmp_path) and "--ckpt_path" not in args else []
     if args[0] == "fit":
         extra += ["--trainer.max_epochs", "2" if "--ckpt_path" in args else "1"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import urllib.error
@@ -182,3 +183,17 @@ def test_the_example_server_answers_scores_and_top_items_from_an_export(trained,
         server.terminate()
         server.wait(timeout=30)
         server.stdout.close()
+
+
+@pytest.mark.parametrize(("document", "heading"), [("README.md", "## Use a trained model"), ("docs/serving.md",
+                                                                                           "## In Python")])
+def test_the_python_the_docs_show_runs(trained, document, heading, tmp_path, monkeypatch):
+    text = (REPO / document).read_text().split(heading, 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+    code = code.replace("runs/lit_ifm/<run>/checkpoints/best-epoch=<n>.ckpt", str(trained["checkpoint"]))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "new_rows.csv").write_text(trained["new"].read_text())
+    namespace = {"rows": pd.read_csv(trained["new"])}
+    exec(code, namespace)
+    np.testing.assert_allclose(namespace["scores"], lit_ifm.load(trained["checkpoint"]).score(trained["new"]),
+                               atol=1e-6)
