@@ -336,14 +336,16 @@ class FieldAwareModel(L.LightningModule):
             checkpoint.pop("callbacks", None)  # (a ModelCheckpoint would warn that its folder changed)
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs):
-        """Lightning's loader, with the schema taken from the checkpoint unless given."""
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,
+                             weights_only: bool = True, **kwargs):
+        """Lightning's loader, with the schema (and the encoder) taken from the checkpoint unless given, and no code
+        of the file run (``weights_only``)."""
         if "schema" not in kwargs:
             checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
             if SCHEMA_KEY in checkpoint:  # else an older checkpoint, with the schema in its hyper-parameters
                 kwargs["schema"] = checkpoint[SCHEMA_KEY]
                 kwargs["schema"].encoding = checkpoint.get(ENCODING_KEY)
-        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
+        return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs)
 
     # --- FM pre-training ----------------------------------------------------------------------------
 
