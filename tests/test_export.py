@@ -197,8 +197,12 @@ def test_export_command_writes_a_folder_that_serves_without_lit_ifm(table_folder
     for format, model_file in (("torch", "model.pt2"), ("onnx", "model.onnx")):  # the second replaces the first
         assert main(["export", "--ckpt_path", str(checkpoint), "--format", format, "--output", str(output)]) == output
         assert capsys.readouterr().out.strip() == (f"IFM (the top {top} of {model.num_pairs} pairs) exported to "
-                                                   f"{output}: {model_file}, signature.json, README.md")
-        assert sorted(path.name for path in output.iterdir()) == sorted([model_file, "signature.json", "README.md"])
+                                                   f"{output}: {model_file}, encoder.json, signature.json, README.md")
+        assert sorted(path.name for path in output.iterdir()) == sorted([model_file, "encoder.json", "signature.json",
+                                                                         "README.md"])
+        encoder = json.loads((output / "encoder.json").read_text())  # the field spec's rules, in slot order
+        assert [(f["name"], f["kind"], f["slots"]) for f in encoder["fields"]] == [
+            ("user", "categorical", 1), ("item", "categorical", 1), ("price", "numeric", 1), ("tags", "multi", 3)]
         signature = json.loads((output / "signature.json").read_text())
         assert [(f["name"], f["kind"], f["first_slot"], f["slots"]) for f in signature["fields"]] == [
             ("user", "categorical", 0, 1), ("item", "categorical", 1, 1), ("price", "numeric", 2, 1),

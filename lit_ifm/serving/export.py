@@ -22,12 +22,13 @@ import yaml
 
 import lit_ifm
 from lit_ifm.callbacks import InteractionSampler
-from lit_ifm.checkpoints import import_class, model_class_path, read_checkpoint
-from lit_ifm.errors import CheckpointError, ConfigError
+from lit_ifm.checkpoints import import_class
+from lit_ifm.errors import ConfigError
 from lit_ifm.models import FieldAwareModel
 from lit_ifm.runs import checkpoint_run_folder
 from lit_ifm.serving.module import ServingModel
 from lit_ifm.serving.plain import write_plain_encoding
+from lit_ifm.serving.scoring import load
 from lit_ifm.serving.readme import export_readme
 
 Format = Literal["torch", "onnx"]
@@ -210,24 +211,12 @@ def export_checkpoint(checkpoint_path: str | Path, folder: str | Path, format: F
     """:func:`export` of the model a checkpoint holds (read with ``weights_only``), rebuilt with its class's
     ``load_from_checkpoint``. The sampler it was trained with is taken from its run's ``config.yaml``
     (:func:`trained_sampler`)."""
-    checkpoint = read_checkpoint(checkpoint_path)
-    model_class = checkpoint_model_class(checkpoint, checkpoint_path)
-    model = model_class.load_from_checkpoint(checkpoint_path, map_location="cpu")
+    model = load(checkpoint_path)
     encoding = model.schema.encoding
     extra = [] if encoding is None or encoding["encoder"]["kind"] != "table" else [ExportFile(
         ENCODER_FILE, "the encoder: every field's rules and vocabulary, to turn raw rows into ids (see lit_ifm's "
         "serving.plain)", lambda path: write_plain_encoding(encoding, path))]
     return export(model, folder, format, sampler=trained_sampler(checkpoint_path), extra_files=extra)
-
-
-def checkpoint_model_class(checkpoint: dict, path: str | Path) -> type[FieldAwareModel]:
-    """The model class a checkpoint names, or a :class:`CheckpointError` when it cannot be imported here."""
-    class_path = model_class_path(checkpoint)
-    model_class = import_class(class_path) if class_path else None
-    if model_class is None or not (isinstance(model_class, type) and issubclass(model_class, FieldAwareModel)):
-        raise CheckpointError(f"--ckpt_path: {path} holds a model of class {class_path}, which cannot be imported "
-                              "as a lit_ifm model here: install the package that defines it")
-    return model_class
 
 
 def trained_sampler(checkpoint_path: str | Path) -> InteractionSampler | None:

@@ -27,12 +27,14 @@ def load(checkpoint_path: str | Path, map_location: str | torch.device = "cpu"):
 
     Loading runs no code from the file (``weights_only``).
     """
-    checkpoint = read_checkpoint(checkpoint_path, "load")
+    from lit_ifm.models import FieldAwareModel
+
+    checkpoint = read_checkpoint(checkpoint_path)
     class_path = model_class_path(checkpoint)
     model_class = import_class(class_path) if class_path else None
-    if model_class is None:
-        raise CheckpointError(f"load: {checkpoint_path} holds a model of class {class_path}, which cannot be imported "
-                              "here: install the package that defines it")
+    if model_class is None or not (isinstance(model_class, type) and issubclass(model_class, FieldAwareModel)):
+        raise CheckpointError(f"--ckpt_path: {checkpoint_path} holds a model of class {class_path}, which cannot be "
+                              "imported as a lit_ifm model here: install the package that defines it")
     return model_class.load_from_checkpoint(checkpoint_path, map_location=map_location).eval()
 
 
