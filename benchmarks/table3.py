@@ -29,9 +29,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from quality import DATASETS, data_module, train  # noqa: E402
+from quality import DATASETS, data_module, train
 
-import lit_ifm  # noqa: E402
+import lit_ifm
 
 PAPER_SHARES = {("movie", "tag"): 0.603, ("user", "tag"): 0.358, ("user", "movie"): 0.039}  # Table 3, MovieLens
 
@@ -52,11 +52,11 @@ def pair_lookup_rmse(train_ids: np.ndarray, train_labels: np.ndarray, ids: np.nd
     """The RMSE of predicting ``labels`` by the mean training label of the same pair of values in ``slots`` (the
     global training mean for a pair unseen in training), and the share of rows whose pair was seen."""
     keys = np.concatenate([train_ids[:, slots], ids[:, slots]]).astype(np.int64)
-    _, codes = np.unique(keys, axis=0, return_inverse=True)
+    pairs, codes = np.unique(keys, axis=0, return_inverse=True)
     codes = codes.reshape(-1)
     train_codes, codes = codes[: len(train_ids)], codes[len(train_ids):]
-    sums = np.bincount(train_codes, weights=train_labels, minlength=codes.max() + 1)
-    counts = np.bincount(train_codes, minlength=codes.max() + 1)
+    sums = np.bincount(train_codes, weights=train_labels, minlength=len(pairs))
+    counts = np.bincount(train_codes, minlength=len(pairs))
     seen = counts[codes] > 0
     predictions = np.where(seen, sums[codes] / np.maximum(counts[codes], 1), train_labels.mean())
     return float(np.sqrt(np.mean((predictions - labels) ** 2))), float(seen.mean())
