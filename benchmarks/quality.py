@@ -2,22 +2,27 @@
 
     python benchmarks/quality.py --source ../shared/data/frappe --write-results   # ~3 h on 2 cores
     python benchmarks/quality.py --source ../shared/data/frappe --protocols binary --seeds 2019 --models fm ifm
+    python benchmarks/quality.py --dataset movielens-tags --source ../shared/data/movielens-tags/tags.csv
+
+Data sets (``--dataset``): ``frappe``, the paper's libFM files or a Hub id; ``movielens-tags``, the paper's second
+experiment, one positive-only file of (user, movie, tag) split 70/20/10, with two negatives per positive made by
+pairing the user and movie with a random other tag.
 
 Protocols:
 
 - ``binary``: the peer libraries' (../shared/peers): labels 0/1, K = 64, batch 1024, Adam lr 1e-3, at most
   20 epochs, early stopping on validation AUC (patience 2), attention size 64, NFM hidden (64), DeepFM
   hidden (256, 256), dropout 0, no pre-training. Every other argument is the model's default.
-- ``regression``: the paper's protocol through the shipped recipes ``recipes/<model>_frappe.yaml``, as they
-  are (labels -1/+1, RMSE, K = 256, batch 128, early stopping on validation RMSE), every model but FM
+- ``regression``: the paper's protocol through the shipped recipes ``recipes/<model>_<dataset>.yaml``, as they
+  are (labels -1/+1, RMSE, K = 256, early stopping on validation RMSE), every model but FM
   starting from the FM checkpoint of the same seed (the paper's pre-training; ``--no-pretrain`` for none).
 
 Every run is ``python -m lit_ifm fit`` in a process of its own (one torch thread, ``--jobs`` at a time).
 Its best-validation checkpoint then scores the validation and test splits here. The table gives mean and
 standard deviation over seeds; the paired bootstrap resamples the test rows (the same rows for both models
 and every seed) and gives the 95% interval of the seed-averaged difference. ``--write-results`` puts the
-tables into benchmarks/RESULTS.md between the ``quality`` markers; runs are kept under ``--output`` and
-reused, so an interrupted benchmark continues where it stopped.
+tables into benchmarks/RESULTS.md between the data set's markers (``quality`` for Frappe, ``quality-movielens-tags``);
+runs are kept under ``--output`` and reused, so an interrupted benchmark continues where it stopped.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +50,24 @@ import lit_ifm  # noqa: E402
 from lit_ifm import FieldAwareDataModule  # noqa: E402
 
 FRAPPE_FIELDS = ["user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather", "country", "city"]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What the benchmark needs to know of a data set beyond its ``--source``."""
+
+    recipes: str  # the regression protocol's recipes, recipes/<model>_<recipes>.yaml
+    data: dict = field(default_factory=dict)  # FieldAwareDataModule's arguments besides source, task and labels
+    results: str = "quality"  # the marker of its section in benchmarks/RESULTS.md
+    runs: str = "quality"  # its runs' folder under runs/
+
+
+DATASETS = {
+    "frappe": Dataset("frappe", {"categorical": FRAPPE_FIELDS}),
+    "movielens-tags": Dataset(
+        "movielens_tags", {"categorical": ["user", "movie", "tag"], "negatives_per_positive": 2, "item_field": "tag"},
+        results="quality-movielens-tags", runs="quality-movielens-tags"),
+}
 MODELS = {"fm": "FM", "afm": "AFM", "nfm": "NFM", "deepfm": "DeepFM", "ifm": "IFM", "inn": "INN", "deepifm": "DeepIFM"}
 PAPER_MODELS = ("ifm", "inn", "deepifm")
 BASELINES = ("fm", "afm", "nfm", "deepfm")
@@ -51,17 +75,16 @@ BASELINES = ("fm", "afm", "nfm", "deepfm")
 BINARY_OPTIONS = {"afm": {"attention_dim": 64}, "ifm": {"attention_dim": 64}, "inn": {"attention_dim": 64},
                   "deepifm": {"attention_dim": 64}, "nfm": {"hidden_sizes": [64]}, "deepfm": {"hidden_sizes": [256, 256]}}
 METRIC = {"binary": ("auroc", "AUC", +1), "regression": ("rmse", "RMSE", -1)}  # name, label, better direction
-RESULTS_BEGIN, RESULTS_END = "<!-- quality:begin -->", "<!-- quality:end -->"
 
 
-def binary_config(model: str, folder: Path) -> dict:
+def binary_config(model: str, dataset: Dataset, folder: Path) -> dict:
     """The peers' protocol as a config file for ``python -m lit_ifm fit``."""
     best = {"monitor": "val/auroc", "mode": "max"}
     return {
         "model": {"class_path": f"lit_ifm.{MODELS[model]}", "init_args": {
             "embedding_dim": 64, "optimizer": "adam", "lr": 1e-3, "interaction_dropout": 0.0,
             **BINARY_OPTIONS.get(model, {})}},
-        "data": {"task": "binary", "categorical": FRAPPE_FIELDS, "batch_size": 1024, "eval_batch_size": 8192},
+        "data": {"task": "binary", **dataset.data, "batch_size": 1024, "eval_batch_size": 8192},
         "trainer": {"max_epochs": 20, "logger": False, "enable_progress_bar": False, "callbacks": [
             {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
              "init_args": {**best, "dirpath": str(folder), "filename": "best-{epoch}"}},
@@ -69,29 +92,32 @@ def binary_config(model: str, folder: Path) -> dict:
     }
 
 
-def run_arguments(protocol: str, model: str, seed: int, source: str, folder: Path, init_from: Path | None) -> list[str]:
+def run_arguments(protocol: str, model: str, seed: int, dataset: Dataset, source: str, folder: Path,
+                  init_from: Path | None, max_epochs: int | None) -> list[str]:
+    capped = [] if max_epochs is None else ["--trainer.max_epochs", str(max_epochs)]
     if protocol == "binary":
         config = folder / "protocol.yaml"
-        config.write_text(yaml.safe_dump(binary_config(model, folder)))
+        config.write_text(yaml.safe_dump(binary_config(model, dataset, folder)))
         return ["--config", str(config), "--data.source", source, "--seed_everything", str(seed),
-                "--trainer.default_root_dir", str(folder)]
+                "--trainer.default_root_dir", str(folder), *capped]
     pretrained = [] if init_from is None else ["--model.init_from", str(init_from)]
-    return ["--config", str(REPO / "recipes" / f"{model}_frappe.yaml"), "--data.source", source,
+    return ["--config", str(REPO / "recipes" / f"{model}_{dataset.recipes}.yaml"), "--data.source", source,
             "--seed_everything", str(seed), "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-            "--trainer.default_root_dir", str(folder), *pretrained]
+            "--trainer.default_root_dir", str(folder), *pretrained, *capped]
 
 
-def train(protocol: str, model: str, seed: int, source: str, output: Path,
-          init_from: Path | None = None) -> tuple[Path, float]:
+def train(protocol: str, model: str, seed: int, dataset: Dataset, source: str, output: Path,
+          init_from: Path | None = None, max_epochs: int | None = None) -> tuple[Path, float]:
     """Fits one model in a process of its own; returns its best checkpoint and the minutes the fit took (a run
-    done before is reused)."""
-    folder = output / protocol / f"{model}-{seed}"
+    done before is reused; a run capped at ``max_epochs`` has a folder of its own)."""
+    folder = output / protocol / (f"{model}-{seed}" if max_epochs is None else f"{model}-{seed}-epochs{max_epochs}")
     done = folder / "done.json"
     if done.is_file():
         record = json.loads(done.read_text())
         return Path(record["checkpoint"]), record["minutes"]
     folder.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "lit_ifm", "fit", *run_arguments(protocol, model, seed, source, folder, init_from)]
+    command = [sys.executable, "-m", "lit_ifm", "fit",
+               *run_arguments(protocol, model, seed, dataset, source, folder, init_from, max_epochs)]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     start = time.perf_counter()
     with open(folder / "log.txt", "w") as log:
@@ -107,9 +133,10 @@ def train(protocol: str, model: str, seed: int, source: str, output: Path,
     return checkpoints[0], minutes
 
 
-def data_module(protocol: str, source: str) -> FieldAwareDataModule:
+def data_module(protocol: str, dataset: Dataset, source: str) -> FieldAwareDataModule:
+    """The splits the runs trained on (a random split and its negatives come from the default split_seed)."""
     regression = protocol == "regression"
-    data = FieldAwareDataModule(source, task="regression" if regression else "binary", categorical=FRAPPE_FIELDS,
+    data = FieldAwareDataModule(source, task="regression" if regression else "binary", **dataset.data,
                                 signed_labels=regression, eval_batch_size=8192)
     data.setup()
     return data
@@ -167,25 +194,31 @@ def report(protocol: str, results: dict, labels: np.ndarray, seeds: list[int], r
     return lines
 
 
-def write_results(text: str) -> None:
+def write_results(text: str, marker: str) -> None:
+    """Replaces what lies between ``<!-- marker:begin -->`` and ``<!-- marker:end -->`` in benchmarks/RESULTS.md."""
     path = REPO / "benchmarks" / "RESULTS.md"
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
     content = path.read_text()
-    if RESULTS_BEGIN not in content:
-        raise SystemExit(f"{path} has no {RESULTS_BEGIN} ... {RESULTS_END} section to write into")
-    before, rest = content.split(RESULTS_BEGIN, 1)
-    after = rest.split(RESULTS_END, 1)[1]
-    path.write_text(f"{before}{RESULTS_BEGIN}\n{text}\n{RESULTS_END}{after}")
+    if begin not in content or end not in content:
+        raise SystemExit(f"{path} has no {begin} ... {end} section to write into")
+    before, rest = content.split(begin, 1)
+    after = rest.split(end, 1)[1]
+    path.write_text(f"{before}{begin}\n{text}\n{end}{after}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", required=True, help="the Frappe folder (libFM files) or a Hub id")
+    parser.add_argument("--dataset", default="frappe", choices=list(DATASETS))
+    parser.add_argument("--source", required=True,
+                        help="frappe: the folder of libFM files or a Hub id; movielens-tags: the tags.csv file")
     parser.add_argument("--protocols", nargs="+", default=["binary", "regression"], choices=list(METRIC))
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[2019, 2020, 2021])
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, one thread each")
     parser.add_argument("--resamples", type=int, default=1000)
-    parser.add_argument("--output", type=Path, default=REPO / "runs" / "quality")
+    parser.add_argument("--output", type=Path, help="where runs are kept (default: runs/quality for frappe, "
+                        "runs/quality-movielens-tags for movielens-tags)")
+    parser.add_argument("--max-epochs", type=int, help="cap every run's epochs, for a quick look (runs of their own)")
     parser.add_argument("--no-pretrain", dest="pretrain", action="store_false",
                         help="regression protocol: every model from scratch, not from FM's checkpoint")
     parser.add_argument("--write-results", action="store_true", help="write the tables into benchmarks/RESULTS.md")
@@ -194,7 +227,8 @@ def main() -> None:
         parser.error("the regression protocol starts from FM's checkpoints: add fm to --models, or --no-pretrain")
     start = time.perf_counter()
     runs = [(protocol, model, seed) for protocol in args.protocols for model in args.models for seed in args.seeds]
-    output = args.output.resolve()
+    dataset = DATASETS[args.dataset]
+    output = (args.output or REPO / "runs" / dataset.runs).resolve()
     with ThreadPoolExecutor(args.jobs) as pool:
         # FM's regression runs go first: the other regression runs start from them (the paper's pre-training)
         runs.sort(key=lambda run: (run[0] != "regression" or run[1] != "fm", run[0] == "regression"))
@@ -203,14 +237,14 @@ def main() -> None:
             protocol, model, seed = run
             pretrain = args.pretrain and protocol == "regression" and model != "fm"
             fm = futures[("regression", "fm", seed)] if pretrain else None
-            futures[run] = pool.submit(lambda run=run, fm=fm: train(*run, args.source, output,
-                                                                    fm.result()[0] if fm is not None else None))
+            futures[run] = pool.submit(lambda run=run, fm=fm: train(
+                *run, dataset, args.source, output, fm.result()[0] if fm is not None else None, args.max_epochs))
         finished = {run: future.result() for run, future in futures.items()}
     checkpoints = {run: checkpoint for run, (checkpoint, _) in finished.items()}
     run_minutes = sum(minutes for _, minutes in finished.values())
     sections = []
     for protocol in args.protocols:
-        data = data_module(protocol, args.source)
+        data = data_module(protocol, dataset, args.source)
         labels = data.prepared.splits["test"].labels
         validation_labels = data.prepared.splits["validation"].labels
         results = {}
@@ -222,13 +256,18 @@ def main() -> None:
                     "seed": seed, "predictions": test, "test": metric(protocol, labels, test),
                     "validation": metric(protocol, validation_labels, validation)})
         sections += ["", f"### {protocol} protocol", "", *report(protocol, results, labels, args.seeds, args.resamples)]
-    header = (f"`python benchmarks/quality.py --source {args.source} --seeds {' '.join(map(str, args.seeds))}"
-              f"{'' if args.pretrain else ' --no-pretrain'}`: {len(runs)} runs, {run_minutes:.0f} min of training in "
-              f"all ({args.jobs} at a time, one thread each); this call took {(time.perf_counter() - start) / 60:.0f} min.")
+    flags = [*([] if args.dataset == "frappe" else ["--dataset", args.dataset]), "--source", args.source,
+             *([] if args.protocols == list(METRIC) else ["--protocols", *args.protocols]),
+             *([] if args.models == list(MODELS) else ["--models", *args.models]),
+             "--seeds", *map(str, args.seeds), *([] if args.pretrain else ["--no-pretrain"]),
+             *([] if args.max_epochs is None else ["--max-epochs", str(args.max_epochs)])]
+    header = (f"`python benchmarks/quality.py {' '.join(flags)}`: {len(runs)} runs, {run_minutes:.0f} min of training "
+              f"in all ({args.jobs} at a time, one thread each); this call took "
+              f"{(time.perf_counter() - start) / 60:.0f} min.")
     text = "\n".join([header, *sections])
     print(text)
     if args.write_results:
-        write_results(text)
+        write_results(text, dataset.results)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, SAMPLES
 from helpers import run_main
 
 from lit_ifm.__main__ import main
@@ -42,6 +42,13 @@ NOT_RUN = {
     "wandb sync runs/wandb/offline-run-*": "uploads to the W&B server",
     "wandb sweep sweeps/inn_frappe.yaml": "needs the W&B server; tests/test_sweeps.py runs each sweep's command",
     "wandb agent <entity>/<project>/<sweep id>": "needs the W&B server; tests/test_sweeps.py runs each sweep's command",
+    "python -m lit_ifm fit --config recipes/ifm_movielens_tags.yaml --data.source data/movielens-tags/tags.csv "
+    "--model.init_from runs/lit_ifm/<run>/checkpoints/best-epoch=<n>.ckpt":
+        "starts from an FM checkpoint of MovieLens tags, where the checkpoint these tests train is Frappe's; "
+        "tests/test_recipes.py runs the recipe",
+    "python benchmarks/quality.py --dataset movielens-tags --source data/movielens-tags/tags.csv":
+        "42 runs on the full data, hours",
+    "python benchmarks/table3.py --source data/movielens-tags/tags.csv": "trains FM and IFM on the full data, 3 seeds",
 }
 # Sections whose commands their own test below runs: (document, heading), None for the whole document.
 OWN_TESTS = {("README.md", "Install and test"), ("README.md", "First run"), ("README.md", "Your own data"),
@@ -242,7 +249,8 @@ def stand_ins(small_frappe_dir, tmp_path_factory) -> dict[str, str]:
     criteo = tmp_path_factory.mktemp("criteo") / "Criteo_x1"
     write_criteo_like(criteo)
     return {"data/frappe": str(small_frappe_dir), "path/to/Criteo_x1": str(criteo),
-            "data/frappe/frappe.test.libfm": str(small_frappe_dir / "frappe.test.libfm")}
+            "data/frappe/frappe.test.libfm": str(small_frappe_dir / "frappe.test.libfm"),
+            "data/movielens-tags/tags.csv": str(SAMPLES / "movielens-tags" / "tags.csv")}
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, SAMPLES
 from helpers import run_main
 
 from lit_ifm.__main__ import main
@@ -50,6 +50,7 @@ def tiny_ctr_folder(folder: Path, numeric: list[str], categorical: list[str], ro
 def local_sources(tmp_path_factory, small_frappe_dir) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sources")
     return {"frappe": small_frappe_dir, "movielens": tiny_ml_tag(root / "ml-tag"),
+            "movielens_tags": SAMPLES / "movielens-tags" / "tags.csv",
             "criteo": tiny_ctr_folder(root / "Criteo_x1", [f"I{i}" for i in range(1, 14)],
                                       [f"C{i}" for i in range(1, 27)]),
             "avazu": tiny_ctr_folder(root / "Avazu_x1", [], [f"feat_{i}" for i in range(1, 23)])}
@@ -59,6 +60,8 @@ def test_every_model_has_a_recipe_per_dataset():
     stems = {path.stem for path in RECIPES}
     for model in ("ffm", "afm", "nfm", "deepfm", "ifm", "inn", "deepifm"):
         assert {f"{model}_frappe", f"{model}_movielens", f"{model}_synthetic"} <= stems
+    for model in ("fm", "afm", "nfm", "deepfm", "ifm", "inn", "deepifm"):
+        assert f"{model}_movielens_tags" in stems
     for model in ("fm", "ifm", "inn", "deepifm"):
         assert {f"{model}_criteo", f"{model}_avazu"} <= stems
 
@@ -67,13 +70,13 @@ def test_every_model_has_a_recipe_per_dataset():
 def test_recipe_completes_a_fast_dev_run(recipe, local_sources, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["lit_ifm"])  # LightningCLI warns when args= and pytest's argv meet
-    dataset = recipe.stem.rsplit("_", 1)[1]
     args = ["fit", "--config", str(recipe), "--trainer.fast_dev_run", "1", "--trainer.logger", "false",
             "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]
     source = yaml.safe_load(recipe.read_text())["data"]["source"]
     if source == "synthetic":
         args += ["--data.synthetic.rows", "600"]
     else:
+        (dataset,) = [name for name in local_sources if recipe.stem.endswith(f"_{name}")]  # the data set its name ends with
         args += ["--data.source", str(local_sources[dataset])]
     cli = main(args=args)
     assert cli.trainer.state.finished
