@@ -120,8 +120,9 @@ class LitIFMCLI(KeepsCheckpointHyperparameters, LightningCLI):
     def apply_checkpoint(self) -> None:
         """Checks ``--ckpt_path`` before any data is read or W&B starts: a readable lit_ifm checkpoint. What the
         command line does not name comes from it: the model's class and settings, and the data's source, field spec
-        and task; what it names must agree with it. A source other than the one the checkpoint was trained on is
-        scored whole with the checkpoint's encoder (``--data.encoder_from``). A resumed fit continues the
+        and task; what it names must agree with it. A file other than the source the checkpoint was trained on is
+        scored whole with the checkpoint's encoder (``--data.encoder_from``); a folder of other splits must match the
+        checkpoint's vocabularies. A resumed fit continues the
         checkpoint's run. (The data is compared with the checkpoint's when the trainer loads it.)"""
         subcommand = self.subcommand
         config = self.config[subcommand]
@@ -153,9 +154,10 @@ class LitIFMCLI(KeepsCheckpointHyperparameters, LightningCLI):
         taken = {name: asdict(saved[name]) if is_dataclass(saved[name]) else saved[name]
                  for name in ("source", "synthetic", *ENCODING_SETTINGS)
                  if name in saved and name in data and not self.command_line.names(f"data.{name}")}
+        source = taken.get("source", data.source)
         if subcommand != "fit" and "encoder_from" in data and not data.encoder_from and "source" in saved \
-                and not same_source(taken.get("source", data.source), saved["source"]):
-            taken["encoder_from"] = str(path)
+                and Path(source).expanduser().is_file() and not same_source(source, saved["source"]):
+            taken["encoder_from"] = str(path)  # new rows; a data set of other splits must match the checkpoint's
         if taken:
             self.config = self.parser.parse_object({subcommand: {"data": taken}}, self.config)
 
