@@ -138,9 +138,8 @@ class FieldAwareDataModule(L.LightningDataModule):
         shuffle_block_rows: shuffle the training rows as blocks of this many consecutive rows of the split (a block
             shuffle), then the rows within each batch: a batch holds the rows of about
             ``batch_size / shuffle_block_rows`` blocks mixed, every row still once an epoch.
-            A store too large to index in memory reads a block in one read rather than a row per read (5 M
-            Criteo-shaped rows, blocks of 64: 2.8 M rows/s against 0.65 M; benchmarks/RESULTS.md). 1, the default,
-            shuffles row by row. Suits rows in no particular order; rows sorted by time or user keep that order
+            A store too large to index in memory then reads a block in one read rather than a row per read, several
+            times faster (docs/large-data.md). 1, the default, shuffles row by row. Suits rows in no particular order; rows sorted by time or user keep that order
             within a block.
         encoder_from: a checkpoint whose encoder (vocabularies, rules, label mapping) encodes every row of
             ``source``, which ``predict``, ``test`` and ``validate`` then score whole (a label column is needed by
