@@ -10,11 +10,14 @@ from __future__ import annotations
 import importlib
 import pickle
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from lit_ifm.data.schema import FieldSchema
 from lit_ifm.errors import CheckpointError
+
+if TYPE_CHECKING:  # the data's schema is compared, never built, here
+    from lit_ifm.data.schema import FieldSchema
 
 MODEL_KEY = "lit_ifm_model"  # the model's class path, written next to the state dict
 SCHEMA_KEY = "field_schema"
@@ -73,7 +76,7 @@ def check_model_class(checkpoint: dict, path: str | Path, model_class: type) -> 
 def schema_difference(saved: FieldSchema, data: FieldSchema) -> str | None:
     """What differs between a checkpoint's schema and the data's, in words; ``None`` when they match.
 
-    >>> from lit_ifm.data.schema import Field
+    >>> from lit_ifm.data.schema import Field, FieldSchema
     >>> user, item = Field("user", "categorical", 3, 1, 2, "a1"), Field("item", "categorical", 4, 1, 6, "b2")
     >>> schema_difference(FieldSchema([user, item], 7), FieldSchema([item, user], 7))
     "its fields are ['user', 'item'], the data's are ['item', 'user']"

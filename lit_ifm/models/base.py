@@ -17,6 +17,7 @@ from lit_ifm.data.schema import FieldSchema
 from lit_ifm.errors import CheckpointError, ConfigError
 from lit_ifm.layers import embedding_rows
 from lit_ifm.models.footprint import check_parameter_memory
+from lit_ifm.models.scoring import score
 
 Task = Literal["regression", "binary"]
 OptimizerName = Literal["adam", "adamw", "adagrad", "sgd"]
@@ -238,8 +239,6 @@ class FieldAwareModel(L.LightningModule):
         column is not needed). Values unseen in training read as their field's out-of-vocabulary id. Returns a
         numpy array, one score per row, equal to what ``python -m lit_ifm predict`` writes for them.
         """
-        from lit_ifm.serving.scoring import score
-
         return score(self, rows, batch_size)
 
     def default_monitor(self) -> str:

@@ -28,8 +28,8 @@ from lit_ifm.models import FieldAwareModel
 from lit_ifm.runs import checkpoint_run_folder
 from lit_ifm.serving.module import ServingModel
 from lit_ifm.serving.plain import write_plain_encoding
-from lit_ifm.serving.scoring import load
 from lit_ifm.serving.readme import export_readme
+from lit_ifm.serving.scoring import load
 
 Format = Literal["torch", "onnx"]
 FORMATS: tuple[str, ...] = ("torch", "onnx")

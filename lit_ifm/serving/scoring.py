@@ -1,24 +1,17 @@
-"""A trained model put to use: loading a checkpoint with its encoder, scoring new rows and recommending items."""
+"""Loading a trained model with the encoder its checkpoint carries, ready to score raw rows."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
+import lightning as L
 import torch
 
 from lit_ifm.checkpoints import import_class, model_class_path, read_checkpoint
-from lit_ifm.data.batch import FieldBatch
-from lit_ifm.data.encoding import Encoder, EncodingReport, encoder_from_state
-from lit_ifm.data.rows.readers import rows_of
-from lit_ifm.data.rows.splits import SplitOrigin
 from lit_ifm.errors import CheckpointError
+from lit_ifm.models.scoring import encoded_rows, encoder_of, score, scores_of_ids
 
-log = logging.getLogger("lit_ifm")
-CHUNK_ROWS = 1 << 16  # rows encoded at once when scoring
-SCORED = "scored"  # the split name that new rows are counted under in a report
+__all__ = ["encoded_rows", "encoder_of", "load", "score", "scores_of_ids"]
 
 
 def load(checkpoint_path: str | Path, map_location: str | torch.device = "cpu"):
@@ -27,67 +20,10 @@ def load(checkpoint_path: str | Path, map_location: str | torch.device = "cpu"):
 
     Loading runs no code from the file (``weights_only``).
     """
-    from lit_ifm.models import FieldAwareModel
-
     checkpoint = read_checkpoint(checkpoint_path)
     class_path = model_class_path(checkpoint)
     model_class = import_class(class_path) if class_path else None
-    if model_class is None or not (isinstance(model_class, type) and issubclass(model_class, FieldAwareModel)):
+    if model_class is None or not (isinstance(model_class, type) and issubclass(model_class, L.LightningModule)):
         raise CheckpointError(f"--ckpt_path: {checkpoint_path} holds a model of class {class_path}, which cannot be "
                               "imported as a lit_ifm model here: install the package that defines it")
     return model_class.load_from_checkpoint(checkpoint_path, map_location=map_location).eval()
-
-
-def encoder_of(model, report: EncodingReport | None = None) -> Encoder:
-    """The encoder the model's data was encoded with (from its checkpoint or its data module)."""
-    if model.schema.encoding is None:
-        raise CheckpointError(f"{type(model).__name__} has no encoder: its checkpoint was written before checkpoints "
-                              "carried one, or its schema was built by hand; retrain it, or score a data module's "
-                              "split with `python -m lit_ifm predict`")
-    return encoder_from_state(model.schema.encoding, report)
-
-
-def encoded_rows(model, rows, report: EncodingReport | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Ids ``(n, S)`` and values ``(n, S)`` of ``rows`` (see :func:`~lit_ifm.data.rows.readers.rows_of`), chunk by
-    chunk, encoded as the model's training data was: values unseen in training map to their field's
-    out-of-vocabulary id and are counted in ``report``. A label column is not needed."""
-    encoder = encoder_of(model, report)
-    source, name = rows_of(rows)
-    if hasattr(encoder, "label"):
-        encoder.label = None  # scoring reads no labels
-    encoder.check_columns(source.column_names, name)
-    origin = SplitOrigin(name)
-    first_row = 0
-    for chunk in source.chunks(CHUNK_ROWS, encoder.encoded_columns):
-        ids, values, _ = encoder.encode(chunk, origin, first_row, SCORED)
-        first_row += len(ids)
-        yield ids, values
-
-
-def score(model, rows, batch_size: int = 4096) -> np.ndarray:
-    """Probabilities (binary) or values (regression) of ``rows``, one per row, as ``predict`` gives them."""
-    report = EncodingReport()
-    scores = [scores_of_ids(model, ids, values, batch_size) for ids, values in encoded_rows(model, rows, report)]
-    unseen = {name: count for (split, name), count in report.unseen_values.items() if count}
-    if unseen:
-        log.info("lit_ifm: values unseen in training, read as out-of-vocabulary ids: %s",
-                 ", ".join(f"{name} {count}" for name, count in unseen.items()))
-    return np.concatenate(scores) if scores else np.empty(0, dtype=np.float32)
-
-
-@torch.no_grad()
-def scores_of_ids(model, ids: np.ndarray, values: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """The model's predictions of encoded rows, ``batch_size`` rows a forward pass."""
-    if model.training:
-        raise RuntimeError("score a model in evaluation mode (model.eval()): dropout and batch norm train otherwise")
-    device = next(model.parameters()).device
-    ids, values = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64)), torch.from_numpy(values)
-    unit = not values.numel() or bool((values == 1).all())
-    out = []
-    for start in range(0, len(ids), batch_size):
-        batch_ids = ids[start: start + batch_size].to(device)
-        batch = FieldBatch(batch_ids, values[start: start + batch_size].to(device),
-                           torch.zeros(len(batch_ids), device=device), torch.arange(len(batch_ids), device=device), unit)
-        out.append(model.predictions(model(batch)).cpu().numpy())
-    return np.concatenate(out) if out else np.empty(0, dtype=np.float32)
-
