@@ -540,3 +540,33 @@ def test_csv_rows_come_in_file_order_a_chunk_at_a_time(tmp_path):
     assert rows.column_names == ["a", "b", "c"] and rows.num_rows == 3
     assert [chunk.to_pydict() for chunk in rows.chunks(2, ["c", "b"])] == [
         {"c": ["3", "6"], "b": ["x\ny", "5"]}, {"c": ["9"], "b": [None]}]
+
+
+# --- trusting a store: its source's content, its own files ----------------------------------------------
+
+
+def test_a_source_edited_in_place_with_its_times_restored_is_read_again(tmp_path):
+    source = tmp_path / "all.csv"
+    pd.DataFrame({"user": [f"u{i % 7}" for i in range(200)], "label": [0, 1] * 100}).to_csv(source, index=False)
+    options = dict(task="binary", categorical=["user"], cache_dir=str(tmp_path / "cache"))
+    assert "100.0% of the training labels positive" not in FieldAwareDataModule(str(source), **options).summary
+    times = source.stat()
+    source.write_text(source.read_text().replace(",0\n", ",1\n"))  # every label 1: the same size
+    os.utime(source, ns=(times.st_atime_ns, times.st_mtime_ns))
+    assert source.stat().st_size == times.st_size and source.stat().st_mtime_ns == times.st_mtime_ns
+    assert "100.0% of the training labels positive" in FieldAwareDataModule(str(source), **options).summary
+
+
+@pytest.mark.parametrize("at", ["start", "middle", "end"])
+def test_the_content_digest_sees_an_edit_in_the_blocks_it_reads(at, tmp_path):
+    from lit_ifm.data.rows.files import BLOCK_BYTES, EDGE_BYTES, SAMPLED_BLOCKS, sampled_digest
+
+    path = tmp_path / "large.libfm"
+    size = 2 * EDGE_BYTES + 4 * SAMPLED_BLOCKS * BLOCK_BYTES  # large enough to be sampled
+    path.write_bytes(bytes(size))
+    before = sampled_digest(path)
+    offset = {"start": 10, "middle": EDGE_BYTES + 5, "end": size - 10}[at]  # the first middle block starts there
+    with path.open("r+b") as file:
+        file.seek(offset)
+        file.write(b"1")
+    assert sampled_digest(path) != before
