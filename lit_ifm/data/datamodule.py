@@ -326,13 +326,13 @@ class FieldAwareDataModule(L.LightningDataModule):
             return self._scored_store(settings), False
         if self.source == "synthetic":
             key = fingerprint(STORE_VERSION, "synthetic", self.synthetic, settings)
-            return build_once(self.store_root, key, self._build), False
+            return build_once(self.store_root, key, self._build, rank_zero_info), False
         location = files.download_from_hub(self.source, self._cache_dir) if files.is_hub_id(self.source) \
             else self.source
         found = files.find_source_files(location)
         identities = {split: files.file_identity(path) for split, path in found.files.items()}
         key = fingerprint(STORE_VERSION, found.layout, identities, settings)
-        return build_once(self.store_root, key, functools.partial(self._build, found=found)), False
+        return build_once(self.store_root, key, functools.partial(self._build, found=found), rank_zero_info), False
 
     def _scored_store(self, settings: list) -> Path:
         """The store of every row of ``source``, encoded with the checkpoint ``encoder_from``'s encoder."""
@@ -350,7 +350,8 @@ class FieldAwareDataModule(L.LightningDataModule):
         key = fingerprint(STORE_VERSION, "scored", files.file_identity(path), [field.fingerprint for field in
                                                                                trained.fields], state["labels"], settings)
         self._trained_label_range = trained.label_range
-        return build_once(self.store_root, key, functools.partial(self._build_scored, path=path, state=state))
+        return build_once(self.store_root, key, functools.partial(self._build_scored, path=path, state=state),
+                          rank_zero_info)
 
     def _build_scored(self, folder: Path, path: Path, state: dict) -> None:
         source = readers.DatasetRows(readers.read_lines(path, self._cache_dir), from_file=True) \

@@ -1,6 +1,7 @@
 """A store: one folder of flat files per data set and encoding setting, built once and shared::
 
-    meta.json                           schema, report, split sizes and the slot layout (written last)
+    meta.json                           schema, report, split sizes and the slot layout, and the size and checksum
+                                        of every other file (written last; see :mod:`.integrity`)
     <split>.records  N records of
                        ids     (S,) int32   global feature id per slot, the schema's padding id where empty
                        values  (V,) float32 x of the V slots that carry a number (numeric fields, libFM values
@@ -12,7 +13,8 @@
                                         tensors and plain types only: read with weights_only)
 
 A build writes into a temporary folder and renames it into place when complete, under a file lock, so a killed
-build never leaves a folder that a later run trusts, and two processes building the same store build it once.
+build never leaves a folder that a later run trusts, and two processes building the same store build it once. A
+store whose files are no longer those its build wrote (a truncated, missing or changed file) is built again.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import fcntl
 import json
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -31,9 +34,10 @@ import torch
 
 from lit_ifm.data.rows.splits import SplitOrigin
 from lit_ifm.data.schema import Field, FieldSchema
+from lit_ifm.data.store.integrity import damage, seal
 from lit_ifm.data.store.mapped import EncodedSplit, MappedArray, record_type
 
-STORE_VERSION = 2  # bump when the layout or the encoding changes, so older stores are not reused
+STORE_VERSION = 3  # bump when the layout or the encoding changes, so older stores are not reused
 META = "meta.json"
 ENCODING = "encoding.pt"  # how raw rows become the store's ids (lit_ifm.data.encoding.encoding_state)
 
@@ -70,7 +74,8 @@ class SplitWriter:
 
 def write_meta(folder: Path, schema: FieldSchema, value_slots: tuple[int, ...], splits: dict[str, SplitOrigin],
                rows: dict[str, int], report: list[str], summary: str, labelled: bool = True) -> None:
-    """The store's description, written once every array is in place (``labelled``: whether the rows had labels)."""
+    """The store's description, written once every array is in place (``labelled``: whether the rows had labels),
+    with the size and checksum of each of them."""
     meta = {
         "version": STORE_VERSION,
         "fields": [asdict(field) for field in schema.fields],
@@ -85,7 +90,7 @@ def write_meta(folder: Path, schema: FieldSchema, value_slots: tuple[int, ...], 
         "summary": summary,
         "labelled": labelled,
     }
-    (folder / META).write_text(json.dumps(meta, indent=1))
+    (folder / META).write_text(seal(meta, folder, META))
 
 
 def keep_file_rows(folder: Path, origins: dict[str, SplitOrigin]) -> dict[str, SplitOrigin]:
@@ -176,21 +181,25 @@ class Store:
             )
 
 
-def build_once(root: Path, key: str, build: Callable[[Path], None]) -> Path:
-    """The folder ``root/key``, built by ``build(temporary_folder)`` unless it exists.
+def build_once(root: Path, key: str, build: Callable[[Path], None], say: Callable[[str], None] | None = None) -> Path:
+    """The folder ``root/key``, built by ``build(temporary_folder)`` unless it exists and its files are those its
+    build wrote (:func:`~lit_ifm.data.store.integrity.damage`); a damaged one is built again, and ``say`` is told.
 
     The build writes into a temporary folder that is renamed into place only when ``build`` returns, so a killed
     build leaves nothing that looks complete. A lock file makes a second process that asks for the same store
     wait for the first one's build and then use it; a lock dies with its process, so a killed build never blocks.
     """
     final = root / key
-    if (final / META).is_file():
+    if final.is_dir() and damage(final, META) is None:
         return final
     root.mkdir(parents=True, exist_ok=True)
     with (root / f"{key}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (final / META).is_file():  # built by another process while this one waited
-            return final
+        if final.is_dir():  # built by another process while this one waited, or damaged
+            problem = damage(final, META)
+            if problem is None:
+                return final
+            (say or _to_stderr)(f"lit_ifm: the store {final} is damaged ({problem}): building it again")
         for leftover in [*root.glob(f"{key}.tmp-*"), final]:  # a killed build's (no one else builds it now)
             shutil.rmtree(leftover, ignore_errors=True)
         temporary = root / f"{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -201,6 +210,10 @@ def build_once(root: Path, key: str, build: Callable[[Path], None]) -> Path:
         finally:
             shutil.rmtree(temporary, ignore_errors=True)
     return final
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def read_split(folder: Path, name: str, num_slots: int, num_values: int) -> tuple[np.ndarray, np.ndarray]:
