@@ -601,3 +601,34 @@ def test_13_a_wandb_server_that_refuses_the_run_means_offline(monkeypatch, tmp_p
     assert "W&B logging online (an API key is set and the server accepts it)" in output
     assert "W&B logging offline (the server refused the run: " in output
     assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb")) and "test/rmse" in result.stdout
+
+
+# ================================ Changed sources, damaged stores, odd values ================================
+
+
+def said(capsys, caplog, text: str) -> list[str]:
+    """The lines of output (printed or logged) that hold ``text``."""
+    out = capsys.readouterr()
+    lines = [*out.out.splitlines(), *out.err.splitlines(), *(record.getMessage() for record in caplog.records)]
+    return sorted({line for line in lines if text in line})
+
+
+@pytest.mark.parametrize("damage", ["zeroed ids", "labels of 7"])
+def test_a_damaged_store_is_built_again_and_said_so(damage, tmp_path, capsys, caplog):
+    folder = write_ratings(tmp_path / "data")
+    args = [*ratings_args(folder), "--data.task", "binary", "--data.positive_threshold", "0.5",
+            "--data.cache_dir", str(tmp_path / "cache"), "--trainer.max_epochs", "1"]
+    run_main(tmp_path, "fit", *args)
+    [store] = [meta.parent for meta in (tmp_path / "cache" / "encoded").glob("*/meta.json")]
+    if damage == "zeroed ids":
+        records = store / "train.records"
+        records.write_bytes(bytes(records.stat().st_size))
+    else:
+        np.full(60, 7.0, dtype=np.float32).tofile(store / "train.labels")
+    caplog.clear()
+    capsys.readouterr()
+    run_main(tmp_path, "fit", *args)
+    lines = said(capsys, caplog, "is damaged")
+    assert len(lines) == 1 and f"the store {store} is damaged" in lines[0] and "building it again" in lines[0]
+    assert np.isin(np.fromfile(store / "train.labels", dtype=np.float32), [0.0, 1.0]).all()
+    assert np.fromfile(store / "train.records", dtype=np.int32).any()

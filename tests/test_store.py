@@ -548,7 +548,7 @@ def test_csv_rows_come_in_file_order_a_chunk_at_a_time(tmp_path):
 def test_a_source_edited_in_place_with_its_times_restored_is_read_again(tmp_path):
     source = tmp_path / "all.csv"
     pd.DataFrame({"user": [f"u{i % 7}" for i in range(200)], "label": [0, 1] * 100}).to_csv(source, index=False)
-    options = dict(task="binary", categorical=["user"], cache_dir=str(tmp_path / "cache"))
+    options = {"task": "binary", "categorical": ["user"], "cache_dir": str(tmp_path / "cache")}
     assert "100.0% of the training labels positive" not in FieldAwareDataModule(str(source), **options).summary
     times = source.stat()
     source.write_text(source.read_text().replace(",0\n", ",1\n"))  # every label 1: the same size
@@ -570,3 +570,69 @@ def test_the_content_digest_sees_an_edit_in_the_blocks_it_reads(at, tmp_path):
         file.seek(offset)
         file.write(b"1")
     assert sampled_digest(path) != before
+
+
+def damage_store(folder: Path, damage: str) -> None:
+    """One kind of harm done to a built store's files."""
+    records, labels = folder / "train.records", folder / "train.labels"
+    if damage == "zeroed ids":
+        data = bytearray(records.read_bytes())
+        data[len(data) // 2: len(data) // 2 + 64] = bytes(64)
+        records.write_bytes(bytes(data))
+    elif damage == "an id out of range":
+        data = np.fromfile(records, dtype=np.int32)
+        data[0] = 10**6
+        data.tofile(records)
+    elif damage in ("label 7", "label -3"):
+        data = np.fromfile(labels, dtype=np.float32)
+        data[len(data) // 3] = 7.0 if damage == "label 7" else -3.0
+        data.tofile(labels)
+    elif damage == "truncated records":
+        os.truncate(records, records.stat().st_size - 100)
+    elif damage == "missing labels":
+        labels.unlink()
+    elif damage == "meta.json cut short":
+        meta = folder / "meta.json"
+        meta.write_text(meta.read_text()[:200])
+    elif damage == "meta.json edited":
+        meta = folder / "meta.json"
+        meta.write_text(meta.read_text().replace('"num_features": ', '"num_features": 1', 1))
+
+
+DAMAGES = ["zeroed ids", "an id out of range", "label 7", "label -3", "truncated records", "missing labels",
+           "meta.json cut short", "meta.json edited"]
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_store_is_found_and_built_again(damage, mixed_sources, tmp_path, caplog):
+    options = dict(MIXED, cache_dir=str(tmp_path / "cache"))
+    built = FieldAwareDataModule(str(mixed_sources["csv_splits"]), **options)
+    expected = split_arrays(built)
+    damage_store(built.prepared.folder, damage)
+    del built
+    caplog.clear()
+    again = FieldAwareDataModule(str(mixed_sources["csv_splits"]), **options)
+    for split, arrays in split_arrays(again).items():
+        for mine, theirs in zip(arrays, expected[split]):
+            np.testing.assert_array_equal(mine, theirs)
+    said = [record.getMessage() for record in caplog.records if "damaged" in record.getMessage()]
+    assert len(said) == 1 and said[0].startswith("lit_ifm: the store ") and "building it again" in said[0]
+    assert "\n" not in said[0]
+    caplog.clear()
+    assert FieldAwareDataModule(str(mixed_sources["csv_splits"]), **options).schema  # intact now: nothing said
+    assert not [record for record in caplog.records if "damaged" in record.getMessage()]
+
+
+def test_a_batch_with_an_id_outside_the_schema_is_refused(tmp_path):
+    from lit_ifm.data.store.mapped import EncodedSplit, MappedArray, record_type
+
+    records = np.zeros(8, dtype=record_type(2, 0))
+    records["ids"] = [[0, 3]] * 8
+    records["ids"][5, 1] = 9  # beyond the padding id 4: a damaged store
+    records.tofile(tmp_path / "train.records")
+    split = EncodedSplit("train", MappedArray(tmp_path / "train.records", records.dtype, (8,)), None, (),
+                         np.ones(8, np.float32), 4)
+    assert split.gather(np.array([0, 1]))[0].tolist() == [[0, 3], [0, 3]]
+    with pytest.raises(DataError, match=r"row 5 of the train split holds feature id 9, outside 0\.\.4: the store .* "
+                                        "is damaged"):
+        split.gather(np.array([2, 5]))

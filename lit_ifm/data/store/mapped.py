@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from lit_ifm.data.rows.splits import SplitOrigin
+from lit_ifm.errors import DataError
 
 # A memory map's pages count in the resident set once touched, and the kernel maps whole page-cache folios (up to
 # megabytes) around each touched row: scattered rows of a large map soon make all of it resident. Arrays larger
@@ -158,10 +159,20 @@ class EncodedSplit:
 
     def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Ids ``(B, S)`` int64, values ``(B, S)`` float32 and labels ``(B,)`` of ``rows`` (see
-        :meth:`MappedArray.take`)."""
+        :meth:`MappedArray.take`). An id outside the schema's range is refused: the store was damaged where opening it
+        checks no checksum (:mod:`~lit_ifm.data.store.integrity` samples a large file), and the embedding would fail
+        on it, or read another row's."""
         records = self._records.take(rows)
         ids = records["ids"]
+        if len(ids) and (ids.min() < 0 or ids.max() > self.padding_id):
+            self._refuse_ids(ids, rows)
         return ids.astype(np.int64), self.values_of(ids, records["values"]), self._labels.take(rows)
+
+    def _refuse_ids(self, ids: np.ndarray, rows: np.ndarray) -> None:
+        row, slot = (int(at[0]) for at in np.nonzero((ids < 0) | (ids > self.padding_id)))
+        where = f"the store {self._records.path.parent}" if isinstance(self._records, MappedArray) else "the split"
+        raise DataError(f"row {int(rows[row])} of the {self.name} split holds feature id {int(ids[row, slot])}, outside "
+                        f"0..{self.padding_id}: {where} is damaged; delete it and run again to build it anew")
 
 
 class _InMemory:
