@@ -632,3 +632,32 @@ def test_a_damaged_store_is_built_again_and_said_so(damage, tmp_path, capsys, ca
     assert len(lines) == 1 and f"the store {store} is damaged" in lines[0] and "building it again" in lines[0]
     assert np.isin(np.fromfile(store / "train.labels", dtype=np.float32), [0.0, 1.0]).all()
     assert np.fromfile(store / "train.records", dtype=np.int32).any()
+
+
+TOO_LARGE = "is too large: numbers are stored as float32 and the models square them"
+
+
+@pytest.mark.parametrize("layout, split, column, value, where", [
+    ("csv", "train", "price", "1e39", "train.csv line 3, column 'price': value 1e+39"),
+    ("csv", "test", "price", "3e38", "test.csv line 3, column 'price': value 3e+38"),
+    ("csv", "valid", "label", "-3e38", "valid.csv line 3, column 'label': label -3e+38"),
+    ("libfm", "train", "value", "1e39", "toy.train.libfm line 2: feature value 1e+39"),
+    ("libfm", "test", "label", "3e38", "toy.test.libfm line 2: label 3e+38"),
+])
+def test_numbers_that_overflow_float32_are_refused_with_their_line(layout, split, column, value, where, tmp_path,
+                                                                   capsys):
+    if layout == "libfm":
+        bad = f"{value} 1:1 3:1" if column == "label" else f"1 1:{value} 3:1"
+        lines = {name: f"1 0:1 2:1\n{bad if name == split else '-1 1:1 3:1'}\n" for name in ("train", "test")}
+        source = write_libfm(tmp_path / "toy", lines["train"], test=lines["test"])
+        args = ["--config", str(RECIPES / "fm_synthetic.yaml"), "--data.source", str(source)]
+    else:
+        source = write_ratings(tmp_path / "data")
+        for name in ("train", "valid", "test"):
+            frame = pd.read_csv(source / f"{name}.csv").assign(price=1.5).astype({column: object})
+            if name == split:
+                frame.loc[1, column] = value
+            frame.to_csv(source / f"{name}.csv", index=False)
+        args = [*ratings_args(source), "--data.numeric", "[price]"]
+    line = error_line(capsys, tmp_path, "fit", *args, "--trainer.max_epochs", "1")
+    assert f"{where} {TOO_LARGE}" in line

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import torch
 
 from lit_ifm.data.encoding.encoder import vocabulary_fingerprint
+from lit_ifm.data.encoding.numbers import LARGEST, too_large_text
 from lit_ifm.data.encoding.report import EncodingReport
 from lit_ifm.data.rows.readers import not_utf8
 from lit_ifm.data.rows.splits import SplitOrigin, line_of
@@ -43,10 +44,10 @@ def parse_libfm(lines: pa.ChunkedArray | pa.Array, origin: SplitOrigin, first_ro
             raise _Unparsed
         ids = pc.cast(pc.list_element(parts, 0), pa.int64()).to_numpy(zero_copy_only=False).reshape(rows, width)
         values = pc.cast(pc.list_element(parts, 1), pa.float64()).to_numpy(zero_copy_only=False)
-        values = values.astype(np.float32).reshape(rows, width)
-        if (ids < 0).any() or not (np.isfinite(values).all() and np.isfinite(labels).all()):
+        # NaN and infinite numbers fail the comparison too; the line-by-line reading names them
+        if (ids < 0).any() or not ((np.abs(values) <= LARGEST).all() and (np.abs(labels) <= LARGEST).all()):
             raise _Unparsed
-        return ids, values, labels
+        return ids, values.astype(np.float32).reshape(rows, width), labels
     except (_Unparsed, pa.ArrowInvalid):
         return _parse_libfm_lines(lines.to_pylist(), origin, first_row, field_names)
 
@@ -69,20 +70,25 @@ def _parse_libfm_lines(lines: list[str], origin: SplitOrigin, first_row: int,
             raise DataError(f"{where}: label {tokens[0]!r} is not a number") from None
         if not math.isfinite(labels[row]):
             raise DataError(f"{where}: label {tokens[0]!r} is not a finite number")
+        if abs(labels[row]) > LARGEST:
+            raise DataError(f"{where}: {too_large_text('label', labels[row])}")
         for position, token in enumerate(tokens[1:]):
             feature, colon, value = token.partition(":")
             try:
                 if not colon:
                     raise ValueError
                 ids[row, position] = int(feature)
-                values[row, position] = float(value)
+                number = float(value)
             except ValueError:
                 raise DataError(f"{where}: malformed libFM token {token!r} in field "
                                 f"{field_names[position]!r}; expected <feature id>:<value>") from None
             if ids[row, position] < 0:
                 raise DataError(f"{where}: negative feature id in {token!r}")
-            if not math.isfinite(values[row, position]):
+            if not math.isfinite(number):
                 raise DataError(f"{where}: feature value in {token!r} is not a finite number")
+            if abs(number) > LARGEST:
+                raise DataError(f"{where}: {too_large_text('feature value', number)} (in {token!r})")
+            values[row, position] = number
     return ids, values, labels
 
 

@@ -9,6 +9,11 @@ import pyarrow.compute as pc
 from lit_ifm.data.rows.splits import SplitOrigin
 from lit_ifm.errors import DataError
 
+# The largest magnitude a stored number may have. Numbers are stored and trained on as float32, and the models square
+# them (the FM's pairwise term, the squared error): beyond the square root of float32's largest value, 3.4e38, a
+# square overflows and the loss or the prediction turns into NaN.
+LARGEST = float(np.sqrt(np.finfo(np.float32).max))  # 1.8e19
+
 
 def parse_numbers(column: pa.ChunkedArray | pa.Array, origin: SplitOrigin, name: str, first_row: int,
              what: str) -> np.ndarray:
@@ -29,6 +34,29 @@ def parse_numbers(column: pa.ChunkedArray | pa.Array, origin: SplitOrigin, name:
         raise DataError(f"{origin.where(first_row + row)}, column {name!r}: {what} {numbers[row]:g} is not a "
                         "finite number")
     return numbers
+
+
+def stored_numbers(numbers: np.ndarray, origin: SplitOrigin, name: str, first_row: int, what: str) -> np.ndarray:
+    """``numbers`` cast to float32, the type the store keeps (missing values stay NaN); one that overflows float32,
+    or whose square does (:data:`LARGEST`), is an error that names its line.
+
+    >>> from pathlib import Path
+    >>> stored_numbers(np.array([1.5, np.nan, -2e19]), SplitOrigin(Path("a.csv")), "price", 0, "value")
+    Traceback (most recent call last):
+    lit_ifm.errors.DataError: a.csv line 4, column 'price': value -2e+19 is too large: numbers are stored as float32 \
+and the models square them, which overflows beyond a magnitude of 1.8e+19
+    """
+    too_large = np.flatnonzero(np.abs(np.nan_to_num(numbers)) > LARGEST)
+    if len(too_large):
+        row = int(too_large[0])
+        raise DataError(f"{origin.where(first_row + row)}, column {name!r}: {too_large_text(what, numbers[row])}")
+    return numbers.astype(np.float32)
+
+
+def too_large_text(what: str, number: float) -> str:
+    """Why ``number`` is refused (see :data:`LARGEST`)."""
+    return (f"{what} {number:g} is too large: numbers are stored as float32 and the models square them, which "
+            f"overflows beyond a magnitude of {LARGEST:.2g}")
 
 
 def _as_float(column: pa.ChunkedArray | pa.Array, through: pa.DataType | None = None) -> np.ndarray | None:

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lit_ifm.data.encoding.encoder import vocabulary_fingerprint
-from lit_ifm.data.encoding.numbers import log_buckets, parse_numbers
+from lit_ifm.data.encoding.numbers import log_buckets, parse_numbers, stored_numbers
 from lit_ifm.data.encoding.report import EncodingReport
 from lit_ifm.data.encoding.words import ValueCounts, WordIndex, hash_buckets, pack_words, unpack_words
 from lit_ifm.data.rows.splits import SplitOrigin
@@ -222,7 +222,8 @@ class TableEncoder:
             block = slice(slot, slot + slots)
             unseen = truncated = 0
             if spec.is_number:
-                numbers = parse_numbers(column, origin, spec.name, first_row, "value")
+                numbers = stored_numbers(parse_numbers(column, origin, spec.name, first_row, "value"), origin,
+                                         spec.name, first_row, "value")
                 ids[slot] = offset
                 values[slot] = np.nan_to_num(numbers, nan=0.0)
             elif spec.kind == "multi":
@@ -255,6 +256,7 @@ class TableEncoder:
             if len(missing):
                 raise DataError(f"{origin.where(first_row + int(missing[0]))}, column "
                                 f"{self.label!r}: the label is missing (empty or NaN)")
+            labels = stored_numbers(labels, origin, self.label, first_row, "label")
         else:
             labels = np.ones(rows)
         return ids.T, values.T, labels
