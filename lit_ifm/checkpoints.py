@@ -44,7 +44,9 @@ def read_checkpoint(path: str | Path, option: str = "--ckpt_path") -> dict:
 def _unreadable(path: Path, error: Exception) -> str:
     if path.stat().st_size == 0:
         return "the file is empty"
-    if isinstance(error, pickle.UnpicklingError) and "Unsupported global" in str(error):
+    # torch names a class outside its allowed list "Unsupported global", one of a blocked module (os, subprocess, ...)
+    # "unsupported GLOBAL"
+    if isinstance(error, pickle.UnpicklingError) and "unsupported global" in str(error).lower():
         return "it holds Python objects that lit_ifm does not load"
     return "the file is truncated or not a torch checkpoint"
 
@@ -69,8 +71,10 @@ def check_model_class(checkpoint: dict, path: str | Path, model_class: type) -> 
     if saved is None or import_class(saved) is model_class:
         return
     saved_name = saved.rpartition(".")[2]
+    short = f"lit_ifm.{saved_name}"  # lit_ifm's own models by their short path, any other class by its own
+    option = short if import_class(short) is not None and import_class(short) is import_class(saved) else saved
     raise CheckpointError(f"{path} holds a model of class {saved_name}, but the configuration asks for "
-                          f"{model_class.__name__}: use the recipe it was trained with (or --model lit_ifm.{saved_name})")
+                          f"{model_class.__name__}: use the recipe it was trained with (or --model {option})")
 
 
 def schema_difference(saved: FieldSchema, data: FieldSchema) -> str | None:

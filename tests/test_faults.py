@@ -661,3 +661,39 @@ def test_numbers_that_overflow_float32_are_refused_with_their_line(layout, split
         args = [*ratings_args(source), "--data.numeric", "[price]"]
     line = error_line(capsys, tmp_path, "fit", *args, "--trainer.max_epochs", "1")
     assert f"{where} {TOO_LARGE}" in line
+
+
+class RunsACommand:
+    """A pickle payload: loading it would run a shell command (were it not blocked)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+class OwnObject:
+    """A class of the user's own, outside torch's allowed list."""
+
+
+@pytest.mark.parametrize("payload", ["a blocked module's function", "a class of one's own"])
+def test_a_checkpoint_with_python_objects_is_named_so_and_not_loaded(payload, tmp_path, capsys):
+    marker = tmp_path / "ran"
+    path = tmp_path / "payload.ckpt"
+    torch.save({"state_dict": {}, "extra": RunsACommand(marker) if payload.startswith("a blocked") else OwnObject()},
+               path)
+    line = error_line(capsys, tmp_path, "test", *synthetic_args(), "--ckpt_path", str(path))
+    assert f"{path} is not a lit_ifm checkpoint (it holds Python objects that lit_ifm does not load)" in line
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("saved, option", [("lit_ifm.models.ifm.IFM", "lit_ifm.IFM"),
+                                           ("my_project.models.ProjectedIFM", "my_project.models.ProjectedIFM"),
+                                           ("lit_ifm_extras.ProjectedIFM", "lit_ifm_extras.ProjectedIFM")])
+def test_the_checkpoint_class_hint_names_the_class_where_it_lives(saved, option):
+    from lit_ifm.checkpoints import MODEL_KEY, check_model_class
+
+    with pytest.raises(CheckpointError, match=rf"asks for FM: use the recipe it was trained with \(or --model "
+                                              rf"{re.escape(option)}\)$"):
+        check_model_class({MODEL_KEY: saved}, "run.ckpt", FM)
