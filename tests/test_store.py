@@ -636,3 +636,13 @@ def test_a_batch_with_an_id_outside_the_schema_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"row 5 of the train split holds feature id 9, outside 0\.\.4: the store .* "
                                         "is damaged"):
         split.gather(np.array([2, 5]))
+
+
+def test_empty_tokens_of_a_multi_valued_field_do_not_size_its_slots(tmp_path):
+    tags = ["a|||b||c||", "|d|", "a", "", None, "b|c"] * 20  # the longest real list: 3 values in 10 tokens
+    pd.DataFrame({"tags": tags, "label": [0, 1] * 60}).to_csv(tmp_path / "all.csv", index=False)
+    module = FieldAwareDataModule(str(tmp_path / "all.csv"), task="binary", multi_valued={"tags": "|"},
+                                  cache_dir=str(tmp_path / "cache"))
+    assert module.schema.fields[0].slots == 3
+    assert "multi, split on '|', longest 3" in module.summary
+    assert [1.0, 1.0, 1.0] in module.prepared.splits["train"].feature_values.tolist()  # a b c, all three kept

@@ -101,12 +101,13 @@ class TableEncoder:
     def count(self, table: pa.Table, origin: SplitOrigin, first_row: int) -> None:
         """Counts a chunk of training rows, the fields side by side (Arrow and numpy work outside the GIL)."""
         def count_field(spec: ColumnSpec) -> None:
-            if spec.kind == "multi":
-                lists = pc.split_pattern(_as_strings(table.column(spec.name)), spec.separator)
-                lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
-                self.longest[spec.name] = max(self.longest[spec.name], int(np.nan_to_num(lengths, nan=0).max(initial=0)))
+            if spec.kind == "multi":  # a list's length counts its values, not the empty tokens of "a||b|"
+                lists = pc.split_pattern(_as_strings(table.column(spec.name)), spec.separator).combine_chunks()
                 tokens = pc.list_flatten(lists)
-                self.counts[spec.name].add(pc.filter(tokens, pc.not_equal(tokens, "")))
+                real = pc.not_equal(tokens, "")
+                rows = pc.list_parent_indices(lists).to_numpy()[real.to_numpy(zero_copy_only=False)]
+                self.longest[spec.name] = max(self.longest[spec.name], int(np.bincount(rows).max(initial=0)))
+                self.counts[spec.name].add(pc.filter(tokens, real))
             elif spec.name in self.counts:
                 self.counts[spec.name].add(_tokens(table.column(spec.name), spec, origin, first_row))
 
