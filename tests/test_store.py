@@ -646,3 +646,13 @@ def test_empty_tokens_of_a_multi_valued_field_do_not_size_its_slots(tmp_path):
     assert module.schema.fields[0].slots == 3
     assert "multi, split on '|', longest 3" in module.summary
     assert [1.0, 1.0, 1.0] in module.prepared.splits["train"].feature_values.tolist()  # a b c, all three kept
+
+
+def test_building_stores_leaves_no_lock_files(mixed_sources, tmp_path):
+    for min_count in (1, 2, 3):
+        module = FieldAwareDataModule(str(mixed_sources["csv_splits"]), **MIXED, min_count=min_count,
+                                      cache_dir=str(tmp_path / "cache"))
+        assert module.schema
+    root = tmp_path / "cache" / "encoded"
+    assert len(list(root.glob("*/meta.json"))) == 3
+    assert not list(root.glob("*.lock"))

@@ -19,6 +19,7 @@ store whose files are no longer those its build wrote (a truncated, missing or c
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -193,8 +194,7 @@ def build_once(root: Path, key: str, build: Callable[[Path], None], say: Callabl
     if final.is_dir() and damage(final, META) is None:
         return final
     root.mkdir(parents=True, exist_ok=True)
-    with (root / f"{key}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(root / f"{key}.lock"):
         if final.is_dir():  # built by another process while this one waited, or damaged
             problem = damage(final, META)
             if problem is None:
@@ -210,6 +210,26 @@ def build_once(root: Path, key: str, build: Callable[[Path], None], say: Callabl
         finally:
             shutil.rmtree(temporary, ignore_errors=True)
     return final
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Holds an exclusive lock on the file ``path``, which it removes before letting go, so that locks do not pile
+    up. A process that waited on a lock file removed meanwhile locks the new one instead."""
+    while True:
+        lock = path.open("a")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if os.fstat(lock.fileno()).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        lock.close()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        lock.close()
 
 
 def _to_stderr(line: str) -> None:
