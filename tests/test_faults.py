@@ -491,7 +491,7 @@ def test_12_a_csv_parse_error_names_the_file_and_line(tmp_path):
 
 @pytest.mark.parametrize("damage, message", [
     ("a short row", r"^test.csv line 4: 2 fields, expected 3 \(as in the header\)$"),
-    ("a quoted line break", r"^test.csv line 5: 4 fields, expected 3 \(as in the header\)$"),  # pandas' count
+    ("a quoted line break", r"^test.csv line 6: 4 fields, expected 3 \(as in the header\)$"),  # the file's line
     ("not UTF-8, first column", r"^test.csv line 3: not UTF-8 text \(byte 0xff at column 2\); save the file as UTF-8$"),
     ("not UTF-8, last column", (r"^test.csv line 6: not UTF-8 text \(byte 0xff at column {end}\); save the file "
                                 r"as UTF-8$")),
@@ -697,3 +697,27 @@ def test_the_checkpoint_class_hint_names_the_class_where_it_lives(saved, option)
     with pytest.raises(CheckpointError, match=rf"asks for FM: use the recipe it was trained with \(or --model "
                                               rf"{re.escape(option)}\)$"):
         check_model_class({MODEL_KEY: saved}, "run.ckpt", FM)
+
+
+@pytest.mark.parametrize("source", ["splits", "one file"])
+def test_csv_errors_name_the_files_line_when_quoted_values_hold_line_breaks(source, tmp_path):
+    rows = 60
+    notes = ["two\nlines" if row % 3 == 0 else "one line" for row in range(rows)]
+    prices = [str(row) for row in range(rows)]
+    bad = int(split_rows(rows, np.random.default_rng(2019))[0][-1]) if source == "one file" else 50
+    prices[bad] = "abc"
+    frame = pd.DataFrame({"user": [f"u{row % 4}" for row in range(rows)], "note": notes, "price": prices,
+                          "label": 1.0})
+    folder = tmp_path / "data"
+    folder.mkdir()
+    frame.to_csv(folder / ("all.csv" if source == "one file" else "train.csv"), index=False)
+    if source == "splits":
+        for split in ("valid", "test"):
+            frame.assign(price="1").to_csv(folder / f"{split}.csv", index=False)
+    name = "all.csv" if source == "one file" else "train.csv"
+    text = (folder / name).read_text().splitlines()
+    line = next(number for number, content in enumerate(text, start=1) if content.startswith(f"u{bad % 4},")
+                and content.split(",")[-2] == "abc")
+    assert line > bad + 2  # the quoted line breaks before it
+    with pytest.raises(DataError, match=rf"^{name} line {line}, column 'price': value 'abc' is not a number$"):
+        FieldAwareDataModule(str(folder), categorical=["user"], numeric=["price"]).schema

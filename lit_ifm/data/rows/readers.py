@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from lit_ifm.data.rows.splits import line_of
 from lit_ifm.errors import DataError
 
 
@@ -207,8 +208,9 @@ class CsvRows(RowSource):
     def _unreadable(self, error: Exception, bad_rows: list) -> DataError:
         if bad_rows:
             row = bad_rows[0]
-            where = f"{self.path.name} line {row.number}" if row.number is not None else \
-                f"{self.path.name}, row {row.text[:60]!r}"  # Arrow numbers rows read on one thread (the count)
+            # Arrow numbers the records read on one thread (the count), the header's 1
+            where = line_of(self.path, row.number - 2) if row.number is not None else \
+                f"{self.path.name}, row {row.text[:60]!r}"
             return DataError(f"{where}: {row.actual_columns} fields, expected {row.expected_columns} "
                              "(as in the header)")
         if "invalid UTF8" in str(error):

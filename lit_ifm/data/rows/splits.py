@@ -3,6 +3,7 @@ where each row of a split stands in its file (for messages)."""
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +23,35 @@ def line_of(path: Path, row: int) -> str:
     """Where row ``row`` (0-based) of a file stands, as a person opening the file would count it."""
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        return f"{path.name} line {row + 2}"  # the header is line 1
+        return f"{path.name} line {csv_line(path, row)}"
     if suffix == ".parquet":
         return f"{path.name} row {row}"
     return f"{path.name} line {row + 1}"
+
+
+def csv_line(path: Path, row: int) -> int:
+    """The line of a CSV or TSV file on which its data row ``row`` (0-based, after the header) starts: a quoted
+    value may hold line breaks, and blank lines hold no row. The file is read up to that row, as messages need it
+    only; without the file, the row's line as though every row took one.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "notes.csv"
+    ...     _ = path.write_text('user,note\\nu1,"two\\nlines"\\n\\nu2,x\\n')
+    ...     csv_line(path, 1), csv_line(path / "gone.csv", 1)
+    (5, 3)
+    """
+    if path.is_file():
+        with path.open(newline="", encoding="utf-8-sig", errors="replace") as file:
+            reader = csv.reader(file, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+            start, index = 1, -1  # the header is record -1
+            for record in reader:
+                if record:
+                    if index == row:
+                        return start
+                    index += 1
+                start = reader.line_num + 1
+    return row + 2  # the header is line 1
 
 
 @dataclass(frozen=True)
