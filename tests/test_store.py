@@ -656,3 +656,34 @@ def test_building_stores_leaves_no_lock_files(mixed_sources, tmp_path):
     root = tmp_path / "cache" / "encoded"
     assert len(list(root.glob("*/meta.json"))) == 3
     assert not list(root.glob("*.lock"))
+
+
+def csv_module_lines(path: Path) -> list[int]:
+    """The line on which each data row starts, as Python's csv module reads the file."""
+    import csv
+
+    starts = []
+    with path.open(newline="") as file:
+        reader = csv.reader(file)
+        start = 1
+        for record in reader:
+            if record:
+                starts.append(start)
+            start = reader.line_num + 1
+    return starts[1:]  # without the header's
+
+
+@pytest.mark.parametrize("line_end", ["\n", "\r\n"])
+def test_csv_lines_of_rows_are_those_the_csv_module_counts(line_end, tmp_path):
+    from lit_ifm.data.rows.splits import csv_line
+
+    rng = np.random.default_rng(7)
+    cells = ["12", f'"a{line_end}b"', f'"x""y{line_end}"', '"q,r"', ""]
+    for case in range(20):
+        rows = [",".join(rng.choice(cells, 3)) if rng.random() > 0.15 else "" for _ in range(rng.integers(2, 20))]
+        rows[0] = rows[0] or "1,2,3"
+        path = tmp_path / f"case{case}.csv"
+        path.write_bytes(line_end.join(["h1,h2,h3", *rows, ""][: None if case % 3 else -1]).encode())
+        expected = csv_module_lines(path)
+        for block_bytes in (1, 3, 64, 1 << 24):  # a block may end inside a quoted value or between \r and \n
+            assert [csv_line(path, row, block_bytes) for row in range(len(expected))] == expected

@@ -3,7 +3,6 @@ where each row of a split stands in its file (for messages)."""
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +28,12 @@ def line_of(path: Path, row: int) -> str:
     return f"{path.name} line {row + 1}"
 
 
-def csv_line(path: Path, row: int) -> int:
+def csv_line(path: Path, row: int, block_bytes: int = 1 << 24) -> int:
     """The line of a CSV or TSV file on which its data row ``row`` (0-based, after the header) starts: a quoted
-    value may hold line breaks, and blank lines hold no row. The file is read up to that row, as messages need it
-    only; without the file, the row's line as though every row took one.
+    value may hold line breaks, and blank lines hold no row. The file is read up to that row, ``block_bytes`` at a
+    time (messages alone need it); without the file, the row's line as though every row took one.
+
+    A line break ends a row when an even number of quotes precedes it (a quote inside a quoted value is doubled).
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as folder:
@@ -41,17 +42,38 @@ def csv_line(path: Path, row: int) -> int:
     ...     csv_line(path, 1), csv_line(path / "gone.csv", 1)
     (5, 3)
     """
-    if path.is_file():
-        with path.open(newline="", encoding="utf-8-sig", errors="replace") as file:
-            reader = csv.reader(file, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-            start, index = 1, -1  # the header is record -1
-            for record in reader:
-                if record:
-                    if index == row:
-                        return start
-                    index += 1
-                start = reader.line_num + 1
-    return row + 2  # the header is line 1
+    if not path.is_file():
+        return row + 2  # the header is line 1
+    wanted = row + 1  # the header is record 0
+    records = lines = quotes = 0  # before the block: records that hold something, line breaks, quotes
+    pending, pending_line = 0, 1  # the bytes of the record that the block continues, and its first line
+    last = 0  # the byte before the block
+    with path.open("rb") as file:
+        while block := file.read(block_bytes):
+            data = np.frombuffer(block, dtype=np.uint8)
+            breaks = np.flatnonzero(data == ord("\n"))
+            marks = np.flatnonzero(data == ord('"')) if b'"' in block else np.empty(0, dtype=np.int64)
+            ends = breaks[(quotes + np.searchsorted(marks, breaks)) % 2 == 0]  # the line breaks that end a record
+            starts = np.r_[0, ends[:-1] + 1]
+            sizes = ends - starts
+            before_end = data[np.maximum(ends - 1, 0)]  # a record of one byte, "\r", is a blank line too
+            if len(ends):
+                sizes[0] += pending
+                before_end[0] = data[ends[0] - 1] if ends[0] else last
+            empty = (sizes == 0) | ((sizes == 1) & (before_end == ord("\r")))
+            first_lines = lines + np.searchsorted(breaks, starts) + 1
+            if len(ends):
+                first_lines[0] = pending_line
+            held = np.flatnonzero(~empty)
+            if records + len(held) > wanted:
+                return int(first_lines[held[wanted - records]])
+            records += len(held)
+            if len(ends):
+                pending, pending_line = len(data) - ends[-1] - 1, lines + len(breaks[breaks <= ends[-1]]) + 1
+            else:
+                pending += len(data)
+            lines, quotes, last = lines + len(breaks), quotes + len(marks), data[-1]
+    return pending_line if records == wanted and pending else row + 2
 
 
 @dataclass(frozen=True)
