@@ -105,6 +105,8 @@ class ValueCounts:
         self.kept_words: list[pa.Array] = []  # the text of the values counted min_count times so far
 
     def add(self, values: pa.ChunkedArray | pa.Array) -> None:
+        """Counts a chunk's values (missing ones are not values), keeping the text of those that reach
+        ``min_count`` in it."""
         counted = pc.value_counts(pc.drop_null(values))
         words = counted.field("values")
         hashes = fnv1a64(words)
