@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import datasets
-from datasets.table import InMemoryTable
 import numpy as np
 import torch
+from datasets.table import InMemoryTable
 
 from lit_ifm.data.encoding.encoder import fingerprint
 from lit_ifm.data.schema import Field, FieldSchema

@@ -11,11 +11,12 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor, nn
 
-from lit_ifm.checkpoints import ENCODING_KEY, MODEL_KEY, SCHEMA_KEY, check_fits, check_schema, read_checkpoint
+from lit_ifm.checkpoints import ENCODING_KEY, MODEL_KEY, SCHEMA_KEY, read_checkpoint
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.schema import FieldSchema
 from lit_ifm.errors import CheckpointError, ConfigError
 from lit_ifm.layers import embedding_rows
+from lit_ifm.models.fitting import check_fits, check_schema
 from lit_ifm.models.footprint import check_parameter_memory
 from lit_ifm.models.scoring import score
 

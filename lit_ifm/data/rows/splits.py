@@ -6,13 +6,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
 
-if TYPE_CHECKING:
-    from lit_ifm.data.rows.readers import RowSource
+
+
+class Rows(Protocol):
+    """What a split is cut from: rows read in chunks (:class:`~lit_ifm.data.rows.readers.RowSource`)."""
+
+    num_rows: int
+    column_names: list[str]
+
+    def chunks(self, rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        """The rows in order, ``rows`` at a time, with ``columns`` only."""
 
 SPLITS = ("train", "validation", "test")
 
@@ -107,12 +115,12 @@ class SplitRows:
     """Which rows make each split: one source per split, or one source whose rows are split 70/20/10 at random
     (each split keeping file order). Chunks come in file order, each with its split and its first row there."""
 
-    def __init__(self, sources: dict[str, RowSource], origins: dict[str, SplitOrigin],
+    def __init__(self, sources: dict[str, Rows], origins: dict[str, SplitOrigin],
                  assignment: np.ndarray | None = None):
         self.sources, self.origins, self.assignment = sources, origins, assignment
 
     @classmethod
-    def at_random(cls, source: RowSource, path: Path, rng: np.random.Generator) -> SplitRows:
+    def at_random(cls, source: Rows, path: Path, rng: np.random.Generator) -> SplitRows:
         """The rows of ``source`` split at random with ``rng`` (:func:`split_rows`)."""
         parts = dict(zip(SPLITS, split_rows(source.num_rows, rng)))
         assignment = np.empty(source.num_rows, dtype=np.int8)
