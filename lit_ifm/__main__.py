@@ -101,6 +101,7 @@ class LitIFMCLI(KeepsCheckpointHyperparameters, LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.schema", "model.init_args.schema", apply_on="instantiate")
         parser.link_arguments("data.task", "model.init_args.task")
+        parser.link_arguments("data.ranking", "model.init_args.ranking", apply_on="instantiate")
         # Optional[str], not `str | None`: jsonargparse reads the type at run time, on Python 3.10 too
         parser.add_argument("--monitor", type=Optional[str], default=None,
                             help="the validation metric that picks the best checkpoint and stops training early, "

@@ -17,11 +17,12 @@ import numpy as np
 from lit_ifm.data.encoding import encoding_state
 from lit_ifm.data.encoding.encoder import Encoder
 from lit_ifm.data.encoding.labels import LabelRule
-from lit_ifm.data.encoding.negatives import sample_negatives
+from lit_ifm.data.encoding.negatives import ItemTable, sample_negatives
 from lit_ifm.data.encoding.report import EncodingReport
 from lit_ifm.data.rows.splits import SPLITS, SplitRows
 from lit_ifm.data.schema import Field, FieldSchema
 from lit_ifm.data.store import folder as store
+from lit_ifm.data.store.mapped import EncodedSplit
 from lit_ifm.errors import DataError
 
 CHUNK_ROWS = 1 << 18  # rows encoded at once: large enough for vectorised work, small enough to stay flat in memory
@@ -29,20 +30,22 @@ CHUNK_ROWS = 1 << 18  # rows encoded at once: large enough for vectorised work, 
 
 @dataclass(frozen=True)
 class NegativeSampling:
-    """Negatives for a positive-only log: ``per_positive`` rows per positive, each the positive with another value
-    of ``item_field`` (drawn from its training values, never making an observed positive)."""
+    """Negatives for a positive-only log: ``per_positive`` rows per positive, each the positive with another item
+    (drawn from the training items, never making an observed positive) and that item's own item-side fields."""
 
     per_positive: int
-    item_field: str
 
 
 def build_store(folder: Path, rows: SplitRows, encoder: Encoder, labels: LabelRule, source: str,
                 negatives: NegativeSampling | None = None, rng: np.random.Generator | None = None,
-                splits: tuple[str, ...] = SPLITS, fitted: bool = False) -> None:
+                splits: tuple[str, ...] = SPLITS, fitted: bool = False,
+                items: tuple[str, ...] | ItemTable = ()) -> None:
     """Encodes the ``splits`` of ``rows`` with ``encoder`` into the store's files in ``folder`` (see
     :mod:`lit_ifm.data.store`), with labels mapped by ``labels`` and, for a positive-only log, ``negatives`` drawn
     with ``rng``; ``source`` names the data in the summary. The encoder counts the first split's values and builds
-    its vocabularies first, unless it is ``fitted`` already (new rows scored with a trained model's encoder)."""
+    its vocabularies first, unless it is ``fitted`` already (new rows scored with a trained model's encoder).
+    ``items`` names the item-side fields, the key first, whose table (:class:`ItemTable`, from the training rows)
+    the encoding keeps and negatives draw from; a fitted encoder passes its table on."""
     rows.origins = store.keep_file_rows(folder, rows.origins)
     for split in splits:
         if rows.num_rows(split) == 0:
@@ -70,16 +73,24 @@ def build_store(folder: Path, rows: SplitRows, encoder: Encoder, labels: LabelRu
         for data in label_files.values():
             data.map(labels.apply)
     fields = encoder.fields()
+    table = item_table(folder, fields, stored, items, encoder.num_features) if isinstance(items, tuple) and items \
+        else items or None
+    notes = []
     if negatives is not None:
-        add_negatives(folder, label_files, fields, stored, negatives, labels.task, rng)
-    store.write_encoding(folder, encoding_state(encoder, labels))
+        add_negatives(folder, label_files, fields, stored, negatives, labels.task, rng, table)
+        kept = [field.name for field in fields if field.name not in table.fields]
+        if len(table.fields) == 1 and kept:
+            notes.append(f"negatives keep {', '.join(kept)} from their positive row and take only another "
+                         f"{table.fields[0]}: name the item's own fields in item_fields")
+    store.write_encoding(folder, encoding_state(encoder, labels, table))
     low, high, mean = label_files[splits[0]].range_and_mean()
     schema = FieldSchema(fields, encoder.num_features, (low, high))
     counts = {split: len(label_files[split]) for split in splits}
-    lines = [f"{split}: {counts[split]} rows" for split in splits] + encoder.report.lines()
+    lines = [f"{split}: {counts[split]} rows" for split in splits] + encoder.report.lines() + notes
     labelled = encoder_reads_labels(encoder)
+    described = summary(source, labels, schema, counts, mean if labelled else None, encoder.report)
     store.write_meta(folder, schema, stored, rows.origins, counts, lines,
-                     summary(source, labels, schema, counts, mean if labelled else None, encoder.report), labelled)
+                     "\n".join([described, *(f"  {note}" for note in notes)]), labelled)
 
 
 def encoder_reads_labels(encoder: Encoder) -> bool:
@@ -88,17 +99,28 @@ def encoder_reads_labels(encoder: Encoder) -> bool:
     return getattr(encoder, "label", True) is not None
 
 
+def item_table(folder: Path, fields: list[Field], value_slots: tuple[int, ...], names: tuple[str, ...],
+               padding_id: int) -> ItemTable:
+    """The :class:`ItemTable` of the training split written in ``folder``: the fields ``names`` (the key first) of
+    each item's first training row."""
+    known = [field.name for field in fields]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise DataError(f"item fields {unknown} are not fields; the fields are {known}")
+    key = fields[known.index(names[0])]
+    if key.slots != 1 or key.kind != "categorical":
+        raise DataError(f"item_field {key.name!r} must be a single-valued categorical field")
+    firsts = np.cumsum([0, *(field.slots for field in fields)])
+    slots = np.concatenate([np.arange(firsts[known.index(name)], firsts[known.index(name) + 1]) for name in names])
+    ids, stored = store.read_split(folder, "train", int(firsts[-1]), len(value_slots))
+    values = EncodedSplit("train", ids, stored, value_slots, np.zeros(len(ids), np.float32), padding_id).feature_values
+    return ItemTable.of_rows(names, slots, ids.astype(np.int64), values, key.oov_id)
+
+
 def add_negatives(folder: Path, labels: dict[str, store.LabelFile], fields: list[Field], value_slots: tuple[int, ...],
-                  negatives: NegativeSampling, task: str, rng: np.random.Generator) -> None:
+                  negatives: NegativeSampling, task: str, rng: np.random.Generator, items: ItemTable) -> None:
     """Appends ``negatives.per_positive`` negatives per row of every split of a positive-only log (after the file's
-    rows, so that row numbers of the file still hold)."""
-    names = [field.name for field in fields]
-    if negatives.item_field not in names:
-        raise DataError(f"item_field {negatives.item_field!r} is not a field; the fields are {names}")
-    item = fields[names.index(negatives.item_field)]
-    if item.slots != 1:
-        raise DataError(f"item_field {negatives.item_field!r} must be single-valued for negative sampling")
-    item_slot = sum(field.slots for field in fields[: names.index(negatives.item_field)])
+    rows, so that row numbers of the file still hold), each with a training item of ``items`` and its attributes."""
     positives = {split: data.read() for split, data in labels.items()}
     for split, data in positives.items():
         if (data <= 0).any():
@@ -107,13 +129,15 @@ def add_negatives(folder: Path, labels: dict[str, store.LabelFile], fields: list
     num_slots = sum(field.slots for field in fields)
     splits = {split: store.read_split(folder, split, num_slots, len(value_slots)) for split in SPLITS}
     observed = np.concatenate([ids for ids, _ in splits.values()]).astype(np.int64)
-    train_items = np.unique(splits["train"][0][:, item_slot])
-    items = train_items[train_items != item.oov_id].astype(np.int64)
     negative_label = 0.0 if task == "binary" else -1.0
+    numeric = [(column, int(np.flatnonzero(items.slots == slot)[0])) for column, slot in enumerate(value_slots)
+               if slot in items.slots]
     for split, (ids, values) in splits.items():
-        sampled = sample_negatives(ids.astype(np.int64), item_slot, items, observed, negatives.per_positive, rng)
-        store.rewrite_split(folder, split, np.concatenate([ids, sampled]),
-                            np.concatenate([values, np.repeat(values, negatives.per_positive, axis=0)]))
+        sampled, drawn = sample_negatives(ids.astype(np.int64), items, observed, negatives.per_positive, rng)
+        sampled_values = np.repeat(values, negatives.per_positive, axis=0)
+        for column, item_column in numeric:  # an item's numbers (its year, say) come with it
+            sampled_values[:, column] = items.values[drawn, item_column]
+        store.rewrite_split(folder, split, np.concatenate([ids, sampled]), np.concatenate([values, sampled_values]))
         labels[split].write(np.concatenate([positives[split],
                                             np.full(len(sampled), negative_label, dtype=np.float32)]))
 

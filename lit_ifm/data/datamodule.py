@@ -21,7 +21,7 @@ from lit_ifm.checkpoints import ENCODING_KEY, SCHEMA_KEY, read_checkpoint
 from lit_ifm.compat import global_seed
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.build import NegativeSampling, build_store
-from lit_ifm.data.encoding import encoder_from_state
+from lit_ifm.data.encoding import ItemTable, encoder_from_state
 from lit_ifm.data.encoding.encoder import fingerprint
 from lit_ifm.data.encoding.labels import LabelRule
 from lit_ifm.data.encoding.libfm import LibFMEncoder, count_libfm_fields
@@ -37,6 +37,7 @@ from lit_ifm.data.store.folder import STORE_VERSION, Store, build_once
 from lit_ifm.data.store.mapped import EncodedSplit
 from lit_ifm.data.synthetic import SyntheticConfig
 from lit_ifm.errors import CheckpointError, ConfigError, DataError
+from lit_ifm.metrics import Ranking
 
 Task = Literal["regression", "binary"]
 SCORED = "scored"  # the one split of a source scored with a trained model's encoder
@@ -50,7 +51,7 @@ def checkpoint_layout(state: dict) -> str:
 # Settings that change the encoded splits, so a store built under other settings is not reused (and that scoring
 # with a checkpoint takes from it unless told otherwise).
 ENCODING_SETTINGS = ("task", "categorical", "numeric", "multi_valued", "label", "signed_labels", "positive_threshold",
-                      "min_count", "max_values", "negatives_per_positive", "item_field", "split_seed",
+                      "min_count", "max_values", "negatives_per_positive", "item_field", "item_fields", "split_seed",
                       "numeric_buckets", "hash_buckets", "missing_as_id")
 
 
@@ -112,7 +113,14 @@ class FieldAwareDataModule(L.LightningDataModule):
             or a mapping from field names to counts (fields not named keep every value), e.g. ``{C3: 10}``.
         max_values: the most slots a multi-valued field takes (default: its longest training row).
         negatives_per_positive: for positive-only logs, sampled negatives per positive row (the paper: 2).
-        item_field: the field whose value is replaced to make a negative.
+        item_field: the item's key field: its value is replaced to make a negative, and ``recommend`` ranks its
+            values (default: the first of ``item_fields``).
+        item_fields: the item-side fields, e.g. ``[item, genres, year]``: a negative, a sampled ranking list and
+            ``recommend`` take each item's own (from its first training row) rather than the positive's.
+        ranking_field: a single-valued field that groups the test rows into lists, e.g. ``user``: ``test`` then
+            also reports ``test/ndcg@K``, ``test/hr@K``, ``test/mrr`` and ``test/gauc`` over those lists
+            (:mod:`lit_ifm.metrics`).
+        ranking_k: K of ``test/ndcg@K`` and ``test/hr@K``.
         split_seed: seed of the random split and of negative sampling (and of the training order when
             ``seed_everything`` was not called).
         batch_size: training batch size.
@@ -161,6 +169,9 @@ class FieldAwareDataModule(L.LightningDataModule):
         max_values: int | None = None,
         negatives_per_positive: int = 0,
         item_field: str | None = None,
+        item_fields: list[str] | None = None,
+        ranking_field: str | None = None,
+        ranking_k: int = 10,
         split_seed: int = 2019,
         batch_size: int = 1024,
         eval_batch_size: int | None = None,
@@ -183,8 +194,12 @@ class FieldAwareDataModule(L.LightningDataModule):
         if positive_threshold is not None and task != "binary":
             raise ConfigError("positive_threshold turns labels into 0/1 for task binary; the regression task uses "
                               "labels as numbers")
-        if negatives_per_positive and not item_field:
+        if negatives_per_positive and not (item_field or item_fields):
             raise ConfigError("negatives_per_positive needs item_field, the field whose value a negative replaces")
+        if item_field and item_fields and item_field not in item_fields:
+            raise ConfigError(f"item_field {item_field!r} is the key of item_fields {item_fields}: name it there too")
+        if ranking_k < 1:
+            raise ConfigError(f"ranking_k must be at least 1, got {ranking_k}")
         counts = min_count.values() if isinstance(min_count, dict) else [min_count]
         if any(count < 1 for count in counts):
             raise ConfigError(f"min_count must be at least 1, got {min_count}")
@@ -201,6 +216,19 @@ class FieldAwareDataModule(L.LightningDataModule):
         self.task = task
         self._prepared: PreparedData | None = None
         self._datasets: dict[str, FieldBatchDataset] = {}
+
+    @property
+    def item_fields(self) -> tuple[str, ...]:
+        """The item-side fields, the key (``item_field``) first; empty when the data names no item."""
+        hp = self.hparams
+        key = hp.item_field or (hp.item_fields[0] if hp.item_fields else None)
+        return () if key is None else (key, *(name for name in hp.item_fields or [] if name != key))
+
+    @property
+    def ranking(self) -> Ranking | None:
+        """How ``test`` groups rows into ranked lists (the CLI links it to the model), or ``None``."""
+        hp = self.hparams
+        return Ranking(hp.ranking_field, hp.ranking_k) if hp.ranking_field else None
 
     # --- preparing ----------------------------------------------------------------------------------
 
@@ -360,7 +388,9 @@ class FieldAwareDataModule(L.LightningDataModule):
         encoder = encoder_from_state(state)
         if getattr(encoder, "label", None) not in (None, *source.column_names):
             encoder.label = None  # rows to predict need no label; test and validate refuse them
-        build_store(folder, rows, encoder, LabelRule(**state["labels"]), self.source, splits=(SCORED,), fitted=True)
+        items = ItemTable.from_state_dict(state["items"]) if "items" in state else ()
+        build_store(folder, rows, encoder, LabelRule(**state["labels"]), self.source, splits=(SCORED,), fitted=True,
+                    items=items)
 
     @property
     def store_root(self) -> Path:
@@ -385,8 +415,8 @@ class FieldAwareDataModule(L.LightningDataModule):
             # a positive-only log without a label column: every row is a positive
             labelled = not (hp.negatives_per_positive and hp.label not in rows.column_names("train"))
             encoder = TableEncoder(specs, hp.label if labelled else None, hp.max_values, EncodingReport())
-        negatives = NegativeSampling(hp.negatives_per_positive, hp.item_field) if hp.negatives_per_positive else None
-        build_store(folder, rows, encoder, self.label_rule, self.source, negatives, rng)
+        negatives = NegativeSampling(hp.negatives_per_positive) if hp.negatives_per_positive else None
+        build_store(folder, rows, encoder, self.label_rule, self.source, negatives, rng, items=self.item_fields)
 
     @property
     def label_rule(self) -> LabelRule:

@@ -16,6 +16,7 @@ from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.schema import FieldSchema
 from lit_ifm.errors import CheckpointError, ConfigError
 from lit_ifm.layers import embedding_rows
+from lit_ifm.metrics import Ranking
 from lit_ifm.models.fitting import check_fits, check_schema
 from lit_ifm.models.footprint import check_parameter_memory
 from lit_ifm.models.scoring import score
@@ -55,6 +56,9 @@ class FieldAwareModel(L.LightningModule):
             GPU): fewer, fused kernels per step, after the first steps, and the first of each evaluation, have
             waited for the compiler. ``None``: eager. A checkpoint keeps the setting:
             ``load_from_checkpoint(path, compile=None)`` loads it eager.
+        ranking: how test rows form ranked lists, linked from ``FieldAwareDataModule.ranking`` by the CLI
+            (``--data.ranking_field``): ``test`` then also reports NDCG@K, HR@K, MRR and the grouped AUC
+            (:mod:`lit_ifm.metrics`). A setting of the evaluation, not of the model: checkpoints do not keep it.
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class FieldAwareModel(L.LightningModule):
         clip_predictions: bool = True,
         init_from: str | None = None,
         compile: CompileMode | None = None,
+        ranking: Ranking | None = None,
     ):
         super().__init__()
         if sparse_embeddings and optimizer not in _SPARSE_OPTIMIZERS:
@@ -80,7 +85,7 @@ class FieldAwareModel(L.LightningModule):
         # The schema comes from the data (the CLI links it) and travels in checkpoints on its own key;
         # init_from is a one-off start, not part of the model (a checkpoint must load without that file).
         # The CLI logs the whole resolved config, so nothing goes to the logger from here.
-        self.save_hyperparameters(ignore=["schema", "init_from"], logger=False)
+        self.save_hyperparameters(ignore=["schema", "init_from", "ranking"], logger=False)
         self.schema = schema
         self.task = task
         self.embedding_dim = embedding_dim
@@ -98,6 +103,9 @@ class FieldAwareModel(L.LightningModule):
         self.register_buffer("slot_fields", torch.tensor(schema.slot_fields), persistent=False)
         self.val_metrics = self._make_metrics("val/")
         self.test_metrics = self._make_metrics("test/")
+        self.ranking = ranking
+        self.ranking_slot = ranking.slot(schema) if ranking is not None else None
+        self.ranking_metrics = nn.ModuleDict(ranking.metrics() if ranking is not None else {})
         self._epoch_loss_sum: Tensor | None = None  # the training loss summed over the epoch's rows so far
         self._epoch_rows = 0
         self._compiled_scores = None  # torch.compile(self.scores), made on the first forward
@@ -219,18 +227,32 @@ class FieldAwareModel(L.LightningModule):
         self._evaluate(batch, self.val_metrics, "val/")
 
     def test_step(self, batch: FieldBatch, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics, "test/")
+        scores = self._evaluate(batch, self.test_metrics, "test/")
+        if self.ranking is not None:
+            self._rank(batch, scores)
+
+    def _rank(self, batch: FieldBatch, scores: Tensor) -> None:
+        """Updates the ranking metrics with the batch's rows, grouped by the ranking field's id; rows whose value
+        was unseen in training (its out-of-vocabulary id) belong to no one list and are left out."""
+        groups = batch.feature_ids[:, self.ranking_slot]
+        known = groups != self.schema.fields[self.schema.field_names.index(self.ranking.field)].oov_id
+        # ranked by a positive monotone map of the scores: torchmetrics' MRR counts no row scored <= 0 as retrieved
+        scores, relevant, groups = torch.sigmoid(scores[known].double()), batch.labels[known] > 0, groups[known]
+        for name, metric in self.ranking_metrics.items():
+            metric.update(scores, relevant, indexes=groups)
+            self.log(f"test/{name}", metric, batch_size=len(batch))
 
     def predict_step(self, batch: FieldBatch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         return {"row_id": batch.row_ids, "prediction": self.predictions(self(batch))}
 
-    def _evaluate(self, batch: FieldBatch, metrics: nn.ModuleDict, prefix: str) -> None:
+    def _evaluate(self, batch: FieldBatch, metrics: nn.ModuleDict, prefix: str) -> Tensor:
         scores = self(batch).float()
         self.log(f"{prefix}loss", self.loss(scores, batch.labels), batch_size=len(batch), sync_dist=True)
         predictions = self.predictions(scores)
         for name, metric in metrics.items():
             metric.update(scores if name == "logloss" else predictions, batch.labels)
             self.log(f"{prefix}{name}", metric, batch_size=len(batch), prog_bar=name in ("rmse", "auroc"))
+        return scores
 
     # --- using a trained model ---------------------------------------------------------------------------
 

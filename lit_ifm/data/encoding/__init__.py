@@ -10,18 +10,23 @@ from dataclasses import asdict
 from lit_ifm.data.encoding.encoder import Encoder, fingerprint, vocabulary_fingerprint
 from lit_ifm.data.encoding.labels import LabelRule
 from lit_ifm.data.encoding.libfm import LibFMEncoder
+from lit_ifm.data.encoding.negatives import ItemTable
 from lit_ifm.data.encoding.report import EncodingReport
 from lit_ifm.data.encoding.tables import TableEncoder
 
-__all__ = ["Encoder", "EncodingReport", "LabelRule", "LibFMEncoder", "TableEncoder", "encoder_from_state",
+__all__ = ["Encoder", "EncodingReport", "ItemTable", "LabelRule", "LibFMEncoder", "TableEncoder", "encoder_from_state",
            "encoding_state", "fingerprint", "vocabulary_fingerprint"]
 _ENCODERS = {"table": TableEncoder, "libfm": LibFMEncoder}
 
 
-def encoding_state(encoder: Encoder, labels: LabelRule) -> dict:
+def encoding_state(encoder: Encoder, labels: LabelRule, items: ItemTable | None = None) -> dict:
     """Everything that turns raw rows into a model's ids and labels, as a checkpoint keeps it: the encoder's
-    vocabularies and rules (``encoder``) and the labels' mapping (``labels``)."""
-    return {"encoder": encoder.state_dict(), "labels": asdict(labels)}
+    vocabularies and rules (``encoder``), the labels' mapping (``labels``) and, when the data names its item
+    fields, every training item with its attributes (``items``, for recommending)."""
+    state = {"encoder": encoder.state_dict(), "labels": asdict(labels)}
+    if items is not None:
+        state["items"] = items.state_dict()
+    return state
 
 
 def encoder_from_state(state: dict, report: EncodingReport | None = None) -> Encoder:

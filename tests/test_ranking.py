@@ -1,0 +1,214 @@
+"""Recommend and rank: ranking metrics, item attributes in negatives and lists, top-N for a context."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import SAMPLES
+from helpers import error_line
+
+import lit_ifm
+from lit_ifm import FM, FieldAwareDataModule, SyntheticConfig
+from lit_ifm.data import FieldBatch
+from lit_ifm.errors import ConfigError
+from lit_ifm.metrics import GroupAUC, Ranking
+
+GENRES, ITEMS, USERS = 8, 40, 1000
+
+
+def trainer(tmp_path, **options) -> L.Trainer:
+    # the first validation batches of a positive-only log hold positives only: no sanity check
+    defaults = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False, "accelerator": "cpu",
+                "default_root_dir": tmp_path, "enable_checkpointing": False, "max_epochs": 1, "num_sanity_val_steps": 0}
+    return L.Trainer(**{**defaults, **options})
+
+
+def item_log(folder, rows: int = 3000, seed: int = 0):
+    """A positive-only log of random (user, item) pairs whose items carry a genre and a year: nothing but the
+    pairing of an item with its own attributes tells a positive from a negative. Returns the file and the
+    attributes of each item."""
+    rng = np.random.default_rng(seed)
+    genre_of, year_of = rng.integers(0, GENRES, ITEMS), rng.integers(1990, 2020, ITEMS)
+    item = rng.integers(0, ITEMS, rows)
+    path = folder / "log.csv"
+    pd.DataFrame({"user": rng.integers(0, USERS, rows), "item": item, "genre": genre_of[item],
+                  "year": year_of[item]}).to_csv(path, index=False)
+    return path, genre_of, year_of
+
+
+def item_data(path, **options) -> FieldAwareDataModule:
+    settings = {"task": "binary", "categorical": ["user", "item", "genre"], "numeric": ["year"],
+                "negatives_per_positive": 2, "item_field": "item", "batch_size": 256}
+    return FieldAwareDataModule(str(path), **{**settings, **options})
+
+
+# --- the grouped AUC ------------------------------------------------------------------------------------
+
+
+def loop_gauc(preds: list[float], target: list[int], groups: list[int]) -> float:
+    """FuxiCTR's gAUC, pair by pair: per group with both classes, the share of (positive, negative) pairs ordered
+    right (ties one half), weighted by the group's rows."""
+    total = weight = 0.0
+    for group in set(groups):
+        rows = [index for index, g in enumerate(groups) if g == group]
+        positives = [preds[i] for i in rows if target[i]]
+        negatives = [preds[i] for i in rows if not target[i]]
+        if not positives or not negatives:
+            continue
+        right = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in positives for n in negatives)
+        total += len(rows) * right / (len(positives) * len(negatives))
+        weight += len(rows)
+    return total / weight
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_group_auc_equals_the_pairwise_loop(seed):
+    rng = np.random.default_rng(seed)
+    rows = int(rng.integers(50, 400))
+    preds = rng.integers(0, 6, rows) / 5.0  # coarse scores: many ties, within and across groups
+    target = rng.integers(0, 2, rows)
+    groups = rng.integers(0, 12, rows) * 7
+    metric = GroupAUC()
+    for chunk in np.array_split(np.arange(rows), 3):  # updated batch by batch, as test steps do
+        metric.update(torch.tensor(preds[chunk]), torch.tensor(target[chunk]), torch.tensor(groups[chunk]))
+    expected = loop_gauc(preds.tolist(), target.tolist(), groups.tolist())
+    assert float(metric.compute()) == pytest.approx(expected, abs=1e-6)
+
+
+def test_group_auc_of_groups_with_one_class_only_is_nan():
+    metric = GroupAUC()
+    metric.update(torch.tensor([0.1, 0.2]), torch.tensor([1, 1]), torch.tensor([0, 1]))
+    assert torch.isnan(metric.compute())
+
+
+# --- ranking evaluation -----------------------------------------------------------------------------------
+
+
+def loop_ranking(scores: np.ndarray, relevant: np.ndarray, groups: np.ndarray, k: int) -> dict[str, float]:
+    """HR@K, MRR and NDCG@K (binary gains) list by list, over the lists with a relevant row."""
+    hits, reciprocal, gains = [], [], []
+    for group in np.unique(groups):
+        order = np.argsort(-scores[groups == group], kind="stable")
+        ranked = relevant[groups == group][order]
+        if not ranked.any():
+            continue
+        hits.append(float(ranked[:k].any()))
+        reciprocal.append(1.0 / (1 + int(np.argmax(ranked))))
+        discounts = 1.0 / np.log2(np.arange(2, len(ranked) + 2))
+        ideal = (np.sort(ranked)[::-1][:k] * discounts[:k]).sum()
+        gains.append((ranked[:k] * discounts[:k]).sum() / ideal)
+    return {f"hr@{k}": np.mean(hits), "mrr": np.mean(reciprocal), f"ndcg@{k}": np.mean(gains)}
+
+
+def test_test_reports_ranking_metrics_of_the_ranking_field(tmp_path):
+    data = FieldAwareDataModule(task="binary", synthetic=SyntheticConfig(rows=3000), ranking_field="f2", ranking_k=3,
+                                batch_size=128, eval_batch_size=50)
+    L.seed_everything(3, verbose=False)
+    model = FM(data.schema, task="binary", embedding_dim=8, ranking=data.ranking)
+    run = trainer(tmp_path)
+    run.fit(model, datamodule=data)
+    reported = run.test(model, datamodule=data, verbose=False)[0]
+    split = data.prepared.splits["test"]
+    ids, values, labels = split.gather(np.arange(len(split)))
+    batch = FieldBatch(torch.from_numpy(ids), torch.from_numpy(values), torch.from_numpy(labels), torch.arange(len(ids)))
+    with torch.no_grad():
+        scores = model.eval()(batch).numpy()
+    groups, relevant = split.feature_ids[:, 2], split.labels > 0
+    for name, expected in loop_ranking(scores, relevant, groups, 3).items():
+        assert reported[f"test/{name}"] == pytest.approx(expected, abs=1e-5), name
+    assert reported["test/gauc"] == pytest.approx(loop_gauc(scores.tolist(), relevant.tolist(), groups.tolist()),
+                                                  abs=1e-5)
+    assert not any(name.startswith("val/") and "@" in name for name in run.callback_metrics)
+
+
+def test_ranking_field_must_be_one_single_valued_field(tmp_path, capsys):
+    tags = ["fit", "--data.source", str(SAMPLES / "movielens-tags"), "--data.categorical", "[user, movie]",
+            "--data.multi_valued", "{tag: '|'}", "--data.negatives_per_positive", "1", "--data.item_field", "movie",
+            "--trainer.max_epochs", "1"]
+    assert "'tag' is multi" in error_line(capsys, tmp_path, *tags, "--data.ranking_field", "tag")
+    line = error_line(capsys, tmp_path, *tags, "--data.ranking_field", "users")
+    assert line == "lit-ifm: error: ranking_field 'users' is not a field; the fields are ['user', 'movie', 'tag']"
+
+
+def test_ranking_is_no_part_of_the_checkpoint(tmp_path):
+    data = FieldAwareDataModule(synthetic=SyntheticConfig(rows=600), ranking_field="f0")
+    model = FM(data.schema, embedding_dim=4, ranking=data.ranking)
+    run = trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    run.fit(model, datamodule=data)
+    run.save_checkpoint(tmp_path / "fm.ckpt")
+    loaded = lit_ifm.load(tmp_path / "fm.ckpt")
+    assert loaded.ranking is None and not loaded.ranking_metrics
+    assert Ranking("f0").slot(data.schema) == 0
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_rank_whole_lists(tmp_path):
+    data = FieldAwareDataModule(task="binary", synthetic=SyntheticConfig(rows=1500), ranking_field="f0",
+                                eval_batch_size=32)  # a user's rows fall on both ranks
+
+    def fresh():
+        L.seed_everything(7, verbose=False)
+        return FM(data.schema, task="binary", embedding_dim=8, ranking=data.ranking)
+
+    single = trainer(tmp_path).test(fresh(), datamodule=data, verbose=False)[0]
+    double = trainer(tmp_path, devices=2, strategy="ddp_fork").test(fresh(), datamodule=data, verbose=False)[0]
+    for name in ("ndcg@10", "hr@10", "mrr", "gauc"):
+        assert double[f"test/{name}"] == pytest.approx(single[f"test/{name}"], abs=1e-6), name
+
+
+# --- item attributes ----------------------------------------------------------------------------------------
+
+
+def test_negatives_take_a_real_items_attributes(tmp_path):
+    path, _, _ = item_log(tmp_path)
+    data = item_data(path, item_fields=["item", "genre", "year"])
+    vocabulary = {field.name: field for field in data.schema.fields}
+    items = data.schema.encoding["items"]
+    assert items["fields"] == ["item", "genre", "year"] and len(items["keys"]) == ITEMS
+    train = data.prepared.splits["train"]
+    negatives = train.labels == 0
+    ids, values = train.feature_ids[negatives], train.feature_values[negatives]
+    # every (item, genre, year) of a negative is the triple of some training item: read back through the table
+    table = {int(key): (int(row[1]), float(value[2])) for key, row, value in
+             zip(items["keys"], items["ids"].tolist(), items["values"])}
+    assert all(table[int(item)] == (int(genre), float(year)) for item, genre, year in
+               zip(ids[:, 1], ids[:, 2], values[:, 3]))
+    assert not (ids[:, 2] == vocabulary["genre"].oov_id).any()
+    # and those triples are the log's own: each item's genre and year, as generated
+    positives = train.feature_ids[~negatives]
+    assert len(set(zip(ids[:, 1].tolist(), ids[:, 2].tolist()))) <= len(set(zip(positives[:, 1].tolist(),
+                                                                                 positives[:, 2].tolist())))
+    assert "negatives keep" not in data.summary
+
+
+def test_the_report_names_the_fields_negatives_keep_from_their_positive(tmp_path):
+    path, _, _ = item_log(tmp_path)
+    data = item_data(path)
+    assert "negatives keep user, genre, year from their positive row and take only another item" in data.summary
+    assert any("negatives keep user, genre, year" in line for line in data.report)
+
+
+def test_item_fields_must_hold_the_item_field(tmp_path):
+    with pytest.raises(ConfigError, match="item_field 'movie' is the key of item_fields"):
+        item_data(tmp_path / "log.csv", item_field="movie", item_fields=["item", "genre"])
+
+
+def binary_auc(tmp_path, data: FieldAwareDataModule) -> float:
+    L.seed_everything(0, verbose=False)
+    model = FM(data.schema, task="binary", embedding_dim=8, lr=0.02)
+    run = trainer(tmp_path, max_epochs=8)
+    run.fit(model, datamodule=data)
+    return run.test(model, datamodule=data, verbose=False)[0]["test/auroc"]
+
+
+def test_genres_of_negatives_no_longer_give_positives_away(tmp_path):
+    """Positives are random pairs, so nothing predicts them; negatives that copy the positive's genre beside
+    another item are told apart by the (item, genre) pair alone."""
+    path, _, _ = item_log(tmp_path, rows=4000)
+    leaking = binary_auc(tmp_path, item_data(path, numeric=[], categorical=["user", "item", "genre"]))
+    honest = binary_auc(tmp_path, item_data(path, numeric=[], categorical=["user", "item", "genre"],
+                                            item_fields=["item", "genre"]))
+    assert leaking > 0.8 and honest < 0.6, (leaking, honest)
