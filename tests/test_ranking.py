@@ -11,10 +11,11 @@ from conftest import SAMPLES
 from helpers import error_line
 
 import lit_ifm
-from lit_ifm import FM, FieldAwareDataModule, SyntheticConfig
+from lit_ifm import FM, IFM, FieldAwareDataModule, SyntheticConfig
 from lit_ifm.data import FieldBatch
-from lit_ifm.errors import ConfigError
+from lit_ifm.errors import ConfigError, DataError
 from lit_ifm.metrics import GroupAUC, Ranking
+from lit_ifm.serving.scoring import encoded_rows
 
 GENRES, ITEMS, USERS = 8, 40, 1000
 
@@ -212,3 +213,78 @@ def test_genres_of_negatives_no_longer_give_positives_away(tmp_path):
     honest = binary_auc(tmp_path, item_data(path, numeric=[], categorical=["user", "item", "genre"],
                                             item_fields=["item", "genre"]))
     assert leaking > 0.8 and honest < 0.6, (leaking, honest)
+
+
+# --- recommend --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_ifm(tmp_path_factory):
+    """An IFM trained briefly on the item log, saved and loaded back as a user would (its checkpoint's path too)."""
+    folder = tmp_path_factory.mktemp("recommend")
+    path, genre_of, year_of = item_log(folder)
+    data = item_data(path, item_fields=["item", "genre", "year"])
+    L.seed_everything(1, verbose=False)
+    model = IFM(data.schema, task="binary", embedding_dim=8)
+    run = trainer(folder, max_epochs=2)
+    run.fit(model, datamodule=data)
+    run.save_checkpoint(folder / "ifm.ckpt")
+    return lit_ifm.load(folder / "ifm.ckpt"), folder / "ifm.ckpt", genre_of, year_of
+
+
+def test_recommend_ranks_candidates_with_their_own_attributes(trained_ifm):
+    model, _, genre_of, year_of = trained_ifm
+    candidates = [3, 17, 5, 29, 11]
+    top = model.recommend({"user": 7}, candidates, k=3)
+    rows = pd.DataFrame({"user": 7, "item": candidates, "genre": genre_of[candidates], "year": year_of[candidates]})
+    expected = model.score(rows)
+    order = np.argsort(-expected, kind="stable")[:3]
+    assert [entry.item for entry in top] == [candidates[index] for index in order]
+    np.testing.assert_allclose([entry.score for entry in top], expected[order], rtol=1e-6)
+    assert all(entry.attention is None for entry in top)
+
+
+def test_recommend_scores_every_item_in_one_forward_pass(trained_ifm, monkeypatch):
+    model, _, genre_of, year_of = trained_ifm
+    calls = []
+    original = type(model).forward
+    monkeypatch.setattr(type(model), "forward", lambda self, batch: calls.append(len(batch)) or original(self, batch))
+    top = model.recommend({"user": "7"}, k=ITEMS + 5)
+    assert calls == [ITEMS]
+    assert sorted(int(entry.item) for entry in top) == list(range(ITEMS))  # every training item, by its value
+    items = [int(entry.item) for entry in top]
+    rows = pd.DataFrame({"user": 7, "item": items, "genre": genre_of[items], "year": year_of[items]})
+    monkeypatch.undo()
+    np.testing.assert_allclose([entry.score for entry in top], model.score(rows), rtol=1e-6)
+    assert [entry.score for entry in top] == sorted((entry.score for entry in top), reverse=True)
+
+
+def test_recommend_gives_the_attention_of_each_field_pair(trained_ifm):
+    model, _, genre_of, year_of = trained_ifm
+    top = model.recommend({"user": 7}, [1, 2, 3], k=2, with_attention=True)
+    items = [entry.item for entry in top]
+    rows = pd.DataFrame({"user": 7, "item": items, "genre": genre_of[items], "year": year_of[items]})
+    (ids, values), = encoded_rows(model, rows)
+    batch = FieldBatch(torch.from_numpy(ids), torch.from_numpy(values), torch.zeros(2), torch.arange(2))
+    with torch.no_grad():
+        details = model.interaction_details(batch)  # the model's own explanation of those rows
+    for entry, attention in zip(top, details.attention.tolist()):
+        assert list(entry.attention) == details.field_pairs  # one slot per field: one slot pair per field pair
+        np.testing.assert_allclose(list(entry.attention.values()), attention, rtol=1e-6)
+
+
+def test_recommend_refuses_unknown_items_and_incomplete_contexts(trained_ifm, tmp_path):
+    model, _, _, _ = trained_ifm
+    with pytest.raises(DataError, match=r"recommend: 2 candidates are no item the model was trained with, e\.g\. "
+                                        r"\[4000, 'x'\]"):
+        model.recommend({"user": 7}, [1, 4000, "x"])
+    with pytest.raises(DataError, match=r"the context lacks the fields \['user'\]"):
+        model.recommend({"hour": 7}, [1, 2])
+    data = FieldAwareDataModule(synthetic=SyntheticConfig(rows=600))
+    fm = FM(data.schema, embedding_dim=4).eval()
+    with pytest.raises(DataError, match="names its item"):
+        fm.recommend({"f0": 1})
+    path, _, _ = item_log(tmp_path)
+    fm = FM(item_data(path).schema, task="binary", embedding_dim=4).eval()
+    with pytest.raises(ConfigError, match="FM has no attention over field pairs"):
+        fm.recommend({"user": 1, "genre": 2, "year": 2000}, with_attention=True)

@@ -264,6 +264,17 @@ class FieldAwareModel(L.LightningModule):
         """
         return score(self, rows, batch_size)
 
+    def recommend(self, context: dict, candidates: list | None = None, k: int = 10, with_attention: bool = False):
+        """The ``k`` best items for one ``context`` (a row as a dict, without the item fields), best first, as a list
+        of :class:`~lit_ifm.serving.recommend.Recommendation` (item, score and, with ``with_attention`` for the IFM
+        family, the attention per field pair). ``candidates``: item values to rank (default: every training
+        item); each comes with its own item-side fields. All candidates are scored in one batched call.
+        See :func:`lit_ifm.serving.recommend.recommend`.
+        """
+        from lit_ifm.serving.recommend import recommend
+
+        return recommend(self, context, candidates, k, with_attention)
+
     def default_monitor(self) -> str:
         """The validation metric that picks the best epoch and stops training early unless another is chosen:
         ``val/auroc`` for a binary task, ``val/rmse`` for regression."""
