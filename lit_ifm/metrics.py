@@ -18,14 +18,26 @@ from lit_ifm.errors import ConfigError
 @dataclass(frozen=True)
 class Ranking:
     """How test rows form ranked lists: the rows of one value of ``field`` (a single-valued field, e.g. ``user``)
-    are one list; ``k`` is the cut-off of NDCG@K and HR@K. A row is relevant when its label is above 0."""
+    are one list; ``k`` is the cut-off of NDCG@K and HR@K. A row is relevant when its label is above 0.
 
-    field: str
+    In the sampled protocol (``negatives`` > 0) the lists are the test split's instead: its first ``positives``
+    rows are one list each, and the rows after them hold each list's ``negatives`` drawn items, list after list.
+    """
+
+    field: str | None = None
     k: int = 10
+    negatives: int = 0
+    positives: int = 0
 
-    def slot(self, schema: FieldSchema) -> int:
-        """The slot of :attr:`field` in ``schema``'s rows; a field that is not one single-valued categorical field
-        is refused."""
+    def groups(self, row_ids: Tensor) -> Tensor:
+        """The list of each test row of the sampled protocol, by its row in the split."""
+        return torch.where(row_ids < self.positives, row_ids, (row_ids - self.positives) // max(self.negatives, 1))
+
+    def slot(self, schema: FieldSchema) -> int | None:
+        """The slot of :attr:`field` in ``schema``'s rows (``None`` without a field); a field that is not one
+        single-valued categorical field is refused."""
+        if self.field is None:
+            return None
         names = schema.field_names
         if self.field not in names:
             raise ConfigError(f"ranking_field {self.field!r} is not a field; the fields are {list(names)}")

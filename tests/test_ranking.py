@@ -27,7 +27,7 @@ def trainer(tmp_path, **options) -> L.Trainer:
     return L.Trainer(**{**defaults, **options})
 
 
-def item_log(folder, rows: int = 3000, seed: int = 0):
+def item_log(folder, rows: int = 3000, seed: int = 0, users: int = USERS):
     """A positive-only log of random (user, item) pairs whose items carry a genre and a year: nothing but the
     pairing of an item with its own attributes tells a positive from a negative. Returns the file and the
     attributes of each item."""
@@ -35,7 +35,7 @@ def item_log(folder, rows: int = 3000, seed: int = 0):
     genre_of, year_of = rng.integers(0, GENRES, ITEMS), rng.integers(1990, 2020, ITEMS)
     item = rng.integers(0, ITEMS, rows)
     path = folder / "log.csv"
-    pd.DataFrame({"user": rng.integers(0, USERS, rows), "item": item, "genre": genre_of[item],
+    pd.DataFrame({"user": rng.integers(0, users, rows), "item": item, "genre": genre_of[item],
                   "year": year_of[item]}).to_csv(path, index=False)
     return path, genre_of, year_of
 
@@ -288,3 +288,43 @@ def test_recommend_refuses_unknown_items_and_incomplete_contexts(trained_ifm, tm
     fm = FM(item_data(path).schema, task="binary", embedding_dim=4).eval()
     with pytest.raises(ConfigError, match="FM has no attention over field pairs"):
         fm.recommend({"user": 1, "genre": 2, "year": 2000}, with_attention=True)
+
+
+# --- the sampled ranking protocol ---------------------------------------------------------------------------
+
+
+def test_sampled_lists_rank_each_test_positive_against_drawn_items(tmp_path):
+    path, _, _ = item_log(tmp_path, users=200)  # every test user seen in training: its own context
+    data = item_data(path, item_fields=["item", "genre", "year"], ranking_negatives=9, ranking_k=3,
+                     eval_batch_size=64)
+    test = data.prepared.splits["test"]
+    positives = data.ranking.positives
+    assert positives == 300 and len(test) == 10 * positives  # 10% of the log's 3,000 rows, each with 9 drawn
+    assert (test.labels[:positives] == 1).all() and (test.labels[positives:] == 0).all()
+    ids, values = test.feature_ids.astype(np.int64), test.feature_values
+    lists = np.concatenate([np.arange(positives), np.repeat(np.arange(positives), 9)])
+    np.testing.assert_array_equal(ids[:, 0], ids[lists, 0])  # a list's drawn items share its positive's user
+    observed = {(user, item) for split in data.prepared.splits.values()
+                for user, item, label in zip(split.feature_ids[:, 0], split.feature_ids[:, 1], split.labels) if label > 0}
+    assert not any((user, item) in observed for user, item in zip(ids[positives:, 0], ids[positives:, 1]))
+    table = {int(key): (int(row[1]), float(value[2])) for key, row, value in zip(
+        data.schema.encoding["items"]["keys"], data.schema.encoding["items"]["ids"].tolist(),
+        data.schema.encoding["items"]["values"])}
+    assert all(table[int(item)] == (int(genre), float(year)) for item, genre, year in
+               zip(ids[:, 1], ids[:, 2], values[:, 3]))
+    assert "each positive ranked against 9 sampled items" in data.summary
+
+    L.seed_everything(2, verbose=False)
+    model = FM(data.schema, task="binary", embedding_dim=8, ranking=data.ranking)
+    run = trainer(tmp_path, max_epochs=2)
+    run.fit(model, datamodule=data)
+    reported = run.test(model, datamodule=data, verbose=False)[0]
+    batch = FieldBatch(torch.from_numpy(ids), torch.from_numpy(values), torch.from_numpy(test.labels.copy()),
+                       torch.arange(len(ids)))
+    with torch.no_grad():
+        scores = model.eval()(batch).numpy()
+    for name, expected in loop_ranking(scores, test.labels > 0, lists, 3).items():
+        assert reported[f"test/{name}"] == pytest.approx(expected, abs=1e-5), name
+    # one positive per list: the grouped AUC is the share of drawn items ranked below it
+    assert reported["test/gauc"] == pytest.approx(loop_gauc(scores.tolist(), (test.labels > 0).tolist(),
+                                                            lists.tolist()), abs=1e-5)

@@ -19,7 +19,7 @@ from lit_ifm.data.encoding.encoder import Encoder
 from lit_ifm.data.encoding.labels import LabelRule
 from lit_ifm.data.encoding.negatives import ItemTable, sample_negatives
 from lit_ifm.data.encoding.report import EncodingReport
-from lit_ifm.data.rows.splits import SPLITS, SplitRows
+from lit_ifm.data.rows.splits import SPLITS, SplitOrigin, SplitRows
 from lit_ifm.data.schema import Field, FieldSchema
 from lit_ifm.data.store import folder as store
 from lit_ifm.data.store.mapped import EncodedSplit
@@ -36,16 +36,26 @@ class NegativeSampling:
     per_positive: int
 
 
+@dataclass(frozen=True)
+class SampledLists:
+    """The sampled ranking protocol: each positive of the test split becomes a list with ``per_positive`` drawn
+    items (with their item-side fields, never an observed positive of that context). The test split then holds
+    its positives, in file order, followed by the drawn rows of the first positive, of the second, and so on."""
+
+    per_positive: int
+
+
 def build_store(folder: Path, rows: SplitRows, encoder: Encoder, labels: LabelRule, source: str,
                 negatives: NegativeSampling | None = None, rng: np.random.Generator | None = None,
                 splits: tuple[str, ...] = SPLITS, fitted: bool = False,
-                items: tuple[str, ...] | ItemTable = ()) -> None:
+                items: tuple[str, ...] | ItemTable = (), lists: SampledLists | None = None) -> None:
     """Encodes the ``splits`` of ``rows`` with ``encoder`` into the store's files in ``folder`` (see
     :mod:`lit_ifm.data.store`), with labels mapped by ``labels`` and, for a positive-only log, ``negatives`` drawn
     with ``rng``; ``source`` names the data in the summary. The encoder counts the first split's values and builds
     its vocabularies first, unless it is ``fitted`` already (new rows scored with a trained model's encoder).
     ``items`` names the item-side fields, the key first, whose table (:class:`ItemTable`, from the training rows)
-    the encoding keeps and negatives draw from; a fitted encoder passes its table on."""
+    the encoding keeps and negatives draw from; a fitted encoder passes its table on. ``lists`` turns the test
+    split into sampled ranking lists (:class:`SampledLists`)."""
     rows.origins = store.keep_file_rows(folder, rows.origins)
     for split in splits:
         if rows.num_rows(split) == 0:
@@ -82,6 +92,12 @@ def build_store(folder: Path, rows: SplitRows, encoder: Encoder, labels: LabelRu
         if len(table.fields) == 1 and kept:
             notes.append(f"negatives keep {', '.join(kept)} from their positive row and take only another "
                          f"{table.fields[0]}: name the item's own fields in item_fields")
+    if lists is not None:
+        if table is None:
+            raise DataError("ranking_negatives draws items: name the item field (item_field or item_fields)")
+        rows.origins["test"] = sample_lists(folder, label_files, fields, stored, lists, labels.task, rng, table,
+                                            rows.origins["test"])
+        notes.append(f"test: each positive ranked against {lists.per_positive} sampled items (ranking_negatives)")
     store.write_encoding(folder, encoding_state(encoder, labels, table))
     low, high, mean = label_files[splits[0]].range_and_mean()
     schema = FieldSchema(fields, encoder.num_features, (low, high))
@@ -130,16 +146,47 @@ def add_negatives(folder: Path, labels: dict[str, store.LabelFile], fields: list
     splits = {split: store.read_split(folder, split, num_slots, len(value_slots)) for split in SPLITS}
     observed = np.concatenate([ids for ids, _ in splits.values()]).astype(np.int64)
     negative_label = 0.0 if task == "binary" else -1.0
-    numeric = [(column, int(np.flatnonzero(items.slots == slot)[0])) for column, slot in enumerate(value_slots)
-               if slot in items.slots]
     for split, (ids, values) in splits.items():
         sampled, drawn = sample_negatives(ids.astype(np.int64), items, observed, negatives.per_positive, rng)
-        sampled_values = np.repeat(values, negatives.per_positive, axis=0)
-        for column, item_column in numeric:  # an item's numbers (its year, say) come with it
-            sampled_values[:, column] = items.values[drawn, item_column]
+        sampled_values = item_values(values, drawn, items, value_slots, negatives.per_positive)
         store.rewrite_split(folder, split, np.concatenate([ids, sampled]), np.concatenate([values, sampled_values]))
         labels[split].write(np.concatenate([positives[split],
                                             np.full(len(sampled), negative_label, dtype=np.float32)]))
+
+
+def sample_lists(folder: Path, labels: dict[str, store.LabelFile], fields: list[Field], value_slots: tuple[int, ...],
+                 lists: SampledLists, task: str, rng: np.random.Generator, items: ItemTable,
+                 origin: SplitOrigin) -> SplitOrigin:
+    """Rewrites the test split as :class:`SampledLists` and returns its origin, whose file rows are the positives'
+    (rows the file had as negatives leave the split)."""
+    num_slots = sum(field.slots for field in fields)
+    positive = {split: data.read() > 0 for split, data in labels.items()}
+    splits = {split: store.read_split(folder, split, num_slots, len(value_slots)) for split in labels}
+    observed = np.concatenate([ids[positive[split]] for split, (ids, _) in splits.items()]).astype(np.int64)
+    ids, values = (array[positive["test"]] for array in splits["test"])
+    if not len(ids):
+        raise DataError("ranking_negatives: the test split has no positive row to rank")
+    sampled, drawn = sample_negatives(ids.astype(np.int64), items, observed, lists.per_positive, rng)
+    store.rewrite_split(folder, "test", np.concatenate([ids, sampled]),
+                        np.concatenate([values, item_values(values, drawn, items, value_slots, lists.per_positive)]))
+    negative_label = 0.0 if task == "binary" else -1.0
+    labels["test"].write(np.concatenate([labels["test"].read()[positive["test"]],
+                                         np.full(len(sampled), negative_label, dtype=np.float32)]))
+    file_rows = np.flatnonzero(positive["test"])  # positives are the file's rows, sampled negatives follow them
+    if origin.file_rows is not None:
+        file_rows = np.asarray(origin.file_rows)[file_rows]
+    return store.keep_file_rows(folder, {"test": SplitOrigin(origin.path, file_rows)})["test"]
+
+
+def item_values(values: np.ndarray, drawn: np.ndarray, items: ItemTable, value_slots: tuple[int, ...],
+                per_positive: int) -> np.ndarray:
+    """The stored values ``(N * per_positive, V)`` of rows that copy ``values`` ``per_positive`` times with the
+    drawn items: an item's numbers (its year, say) come with it."""
+    copied = np.repeat(values, per_positive, axis=0)
+    for column, slot in enumerate(value_slots):
+        if slot in items.slots:
+            copied[:, column] = items.values[drawn, int(np.flatnonzero(items.slots == slot)[0])]
+    return copied
 
 
 def summary(source: str, labels: LabelRule, schema: FieldSchema, counts: dict[str, int], mean: float | None,

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from lit_ifm.checkpoints import ENCODING_KEY, SCHEMA_KEY, read_checkpoint
 from lit_ifm.compat import global_seed
 from lit_ifm.data.batch import FieldBatch
-from lit_ifm.data.build import NegativeSampling, build_store
+from lit_ifm.data.build import NegativeSampling, SampledLists, build_store
 from lit_ifm.data.encoding import ItemTable, encoder_from_state
 from lit_ifm.data.encoding.encoder import fingerprint
 from lit_ifm.data.encoding.labels import LabelRule
@@ -53,6 +53,8 @@ def checkpoint_layout(state: dict) -> str:
 ENCODING_SETTINGS = ("task", "categorical", "numeric", "multi_valued", "label", "signed_labels", "positive_threshold",
                       "min_count", "max_values", "negatives_per_positive", "item_field", "item_fields", "split_seed",
                       "numeric_buckets", "hash_buckets", "missing_as_id")
+# ... and the test split's sampled ranking lists: an evaluation setting, which scoring with a checkpoint leaves alone
+_STORE_SETTINGS = (*ENCODING_SETTINGS, "ranking_negatives")
 
 
 def _already_batched(batch: FieldBatch) -> FieldBatch:
@@ -121,6 +123,9 @@ class FieldAwareDataModule(L.LightningDataModule):
             also reports ``test/ndcg@K``, ``test/hr@K``, ``test/mrr`` and ``test/gauc`` over those lists
             (:mod:`lit_ifm.metrics`).
         ranking_k: K of ``test/ndcg@K`` and ``test/hr@K``.
+        ranking_negatives: the sampled ranking protocol: each test positive becomes a list of itself and this many
+            items drawn from the training items (with their item-side fields, never an observed positive of that
+            context), and the ranking metrics rank those lists; every test metric is then measured on them.
         split_seed: seed of the random split and of negative sampling (and of the training order when
             ``seed_everything`` was not called).
         batch_size: training batch size.
@@ -172,6 +177,7 @@ class FieldAwareDataModule(L.LightningDataModule):
         item_fields: list[str] | None = None,
         ranking_field: str | None = None,
         ranking_k: int = 10,
+        ranking_negatives: int = 0,
         split_seed: int = 2019,
         batch_size: int = 1024,
         eval_batch_size: int | None = None,
@@ -198,8 +204,12 @@ class FieldAwareDataModule(L.LightningDataModule):
             raise ConfigError("negatives_per_positive needs item_field, the field whose value a negative replaces")
         if item_field and item_fields and item_field not in item_fields:
             raise ConfigError(f"item_field {item_field!r} is the key of item_fields {item_fields}: name it there too")
-        if ranking_k < 1:
-            raise ConfigError(f"ranking_k must be at least 1, got {ranking_k}")
+        if ranking_k < 1 or ranking_negatives < 0:
+            raise ConfigError(f"ranking_k must be at least 1 and ranking_negatives at least 0, got {ranking_k} and "
+                              f"{ranking_negatives}")
+        if ranking_negatives and encoder_from:
+            raise ConfigError("ranking_negatives samples the test split of the training source; with encoder_from, "
+                              "rank the rows as they are (ranking_field)")
         counts = min_count.values() if isinstance(min_count, dict) else [min_count]
         if any(count < 1 for count in counts):
             raise ConfigError(f"min_count must be at least 1, got {min_count}")
@@ -228,6 +238,9 @@ class FieldAwareDataModule(L.LightningDataModule):
     def ranking(self) -> Ranking | None:
         """How ``test`` groups rows into ranked lists (the CLI links it to the model), or ``None``."""
         hp = self.hparams
+        if hp.ranking_negatives:
+            positives = len(self.prepared.splits["test"]) // (hp.ranking_negatives + 1)
+            return Ranking(hp.ranking_field, hp.ranking_k, hp.ranking_negatives, positives)
         return Ranking(hp.ranking_field, hp.ranking_k) if hp.ranking_field else None
 
     # --- preparing ----------------------------------------------------------------------------------
@@ -339,7 +352,7 @@ class FieldAwareDataModule(L.LightningDataModule):
     def _store(self) -> tuple[Path, bool]:
         """The folder of the encoded splits, built unless a store for this source and these settings exists, and
         whether it is a temporary one (a source of one's own, whose rows this module cannot fingerprint)."""
-        settings = [(name, self.hparams[name]) for name in ENCODING_SETTINGS]
+        settings = [(name, self.hparams[name]) for name in _STORE_SETTINGS]
         own_rows = self.load_rows()
         if own_rows is not None:
             self.store_root.mkdir(parents=True, exist_ok=True)
@@ -416,7 +429,9 @@ class FieldAwareDataModule(L.LightningDataModule):
             labelled = not (hp.negatives_per_positive and hp.label not in rows.column_names("train"))
             encoder = TableEncoder(specs, hp.label if labelled else None, hp.max_values, EncodingReport())
         negatives = NegativeSampling(hp.negatives_per_positive) if hp.negatives_per_positive else None
-        build_store(folder, rows, encoder, self.label_rule, self.source, negatives, rng, items=self.item_fields)
+        lists = SampledLists(hp.ranking_negatives) if hp.ranking_negatives else None
+        build_store(folder, rows, encoder, self.label_rule, self.source, negatives, rng, items=self.item_fields,
+                    lists=lists)
 
     @property
     def label_rule(self) -> LabelRule:

@@ -232,10 +232,15 @@ class FieldAwareModel(L.LightningModule):
             self._rank(batch, scores)
 
     def _rank(self, batch: FieldBatch, scores: Tensor) -> None:
-        """Updates the ranking metrics with the batch's rows, grouped by the ranking field's id; rows whose value
-        was unseen in training (its out-of-vocabulary id) belong to no one list and are left out."""
-        groups = batch.feature_ids[:, self.ranking_slot]
-        known = groups != self.schema.fields[self.schema.field_names.index(self.ranking.field)].oov_id
+        """Updates the ranking metrics with the batch's rows, grouped by the ranking field's id (or, in the sampled
+        protocol, by their list); rows whose value was unseen in training (its out-of-vocabulary id) belong to no
+        one list and are left out."""
+        if self.ranking.negatives:
+            groups = self.ranking.groups(batch.row_ids)
+            known = torch.ones_like(groups, dtype=torch.bool)
+        else:
+            groups = batch.feature_ids[:, self.ranking_slot]
+            known = groups != self.schema.fields[self.schema.field_names.index(self.ranking.field)].oov_id
         # ranked by a positive monotone map of the scores: torchmetrics' MRR counts no row scored <= 0 as retrieved
         scores, relevant, groups = torch.sigmoid(scores[known].double()), batch.labels[known] > 0, groups[known]
         for name, metric in self.ranking_metrics.items():

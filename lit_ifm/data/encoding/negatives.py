@@ -118,4 +118,4 @@ def sample_negatives(
             negatives[:, items.slots] = items.ids[drawn]
             return negatives, drawn
     raise DataError(f"negative sampling: {len(pending)} contexts have (almost) every item as a positive; "
-                    "lower negatives_per_positive or check item_field")
+                    "lower negatives_per_positive (or ranking_negatives) or check item_field")
