@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import SAMPLES
+import yaml
+from conftest import REPO, SAMPLES
 from helpers import error_line
 
 import lit_ifm
@@ -328,3 +331,27 @@ def test_sampled_lists_rank_each_test_positive_against_drawn_items(tmp_path):
     # one positive per list: the grouped AUC is the share of drawn items ranked below it
     assert reported["test/gauc"] == pytest.approx(loop_gauc(scores.tolist(), (test.labels > 0).tolist(),
                                                             lists.tolist()), abs=1e-5)
+
+
+
+# --- the guide ----------------------------------------------------------------------------------------------
+
+
+def test_the_guides_settings_and_python_run(tmp_path, capsys):
+    """docs/ranking.md's YAML on a log with those columns, and its Python on a checkpoint trained with it."""
+    guide = (REPO / "docs" / "ranking.md").read_text()
+    (settings,) = re.findall(r"^```yaml\n(.*?)^```", guide, flags=re.DOTALL | re.MULTILINE)
+    (code,) = re.findall(r"^```python\n(.*?)^```", guide, flags=re.DOTALL | re.MULTILINE)
+    path, _, _ = item_log(tmp_path)
+    options = yaml.safe_load(settings)["data"]
+    data = FieldAwareDataModule(**{**options, "source": str(path)})
+    assert data.ranking == Ranking("user") and data.schema.encoding["items"]["fields"] == options["item_fields"]
+    L.seed_everything(0, verbose=False)
+    run = trainer(tmp_path)
+    run.fit(IFM(data.schema, task="binary", embedding_dim=4), datamodule=data)
+    run.save_checkpoint(tmp_path / "last.ckpt")
+    namespace = {}
+    code = code.replace("runs/lit_ifm/<run>/checkpoints/last.ckpt", str(tmp_path / "last.ckpt"))
+    exec(code, namespace)  # noqa: S102 (the guide's own code)
+    assert len(capsys.readouterr().out.splitlines()) == 10
+    assert [entry.item for entry in namespace["top"]] != [] and namespace["top"][0].attention
