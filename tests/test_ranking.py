@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import lightning as L
@@ -355,3 +356,14 @@ def test_the_guides_settings_and_python_run(tmp_path, capsys):
     exec(code, namespace)  # noqa: S102 (the guide's own code)
     assert len(capsys.readouterr().out.splitlines()) == 10
     assert [entry.item for entry in namespace["top"]] != [] and namespace["top"][0].attention
+
+
+def test_an_export_carries_the_item_table_as_plain_json(trained_ifm, tmp_path):
+    from lit_ifm.serving.export import export_checkpoint
+
+    model, checkpoint, _, _ = trained_ifm
+    folder = export_checkpoint(checkpoint, tmp_path / "export")
+    items = json.loads((folder / "encoder.json").read_text())["items"]
+    assert items["fields"] == ["item", "genre", "year"] and len(items["keys"]) == ITEMS
+    assert items == {name: value.tolist() if isinstance(value, torch.Tensor) else value
+                     for name, value in model.schema.encoding["items"].items()}

@@ -43,7 +43,13 @@ def plain_encoding(state: dict) -> dict:
                        "vocabulary": vocabulary})
     return {"format": FORMAT, "version": VERSION, "num_features": encoder["num_features"],
             "padding_id": encoder["num_features"], "labels": state["labels"], "fields": fields,
-            **{name: state[name] for name in ("item_fields", "items") if name in state}}
+            **{name: plain_items(state[name]) for name in ("item_fields", "items") if name in state}}
+
+
+def plain_items(items):
+    """The item table (:class:`~lit_ifm.data.encoding.ItemTable`'s state, tensors) as lists."""
+    return {name: value.tolist() if hasattr(value, "tolist") else value for name, value in items.items()} \
+        if isinstance(items, dict) else items
 
 
 def write_plain_encoding(state: dict, path: Path) -> None:
