@@ -22,7 +22,7 @@ from lit_ifm.data.encoding.report import EncodingReport
 from lit_ifm.data.rows.splits import SPLITS, SplitOrigin, SplitRows
 from lit_ifm.data.schema import Field, FieldSchema
 from lit_ifm.data.store import folder as store
-from lit_ifm.data.store.mapped import EncodedSplit
+from lit_ifm.data.store.mapped import EncodedSplit, MappedArray, record_type
 from lit_ifm.errors import DataError
 
 CHUNK_ROWS = 1 << 18  # rows encoded at once: large enough for vectorised work, small enough to stay flat in memory
@@ -128,9 +128,14 @@ def item_table(folder: Path, fields: list[Field], value_slots: tuple[int, ...], 
         raise DataError(f"item_field {key.name!r} must be a single-valued categorical field")
     firsts = np.cumsum([0, *(field.slots for field in fields)])
     slots = np.concatenate([np.arange(firsts[known.index(name)], firsts[known.index(name) + 1]) for name in names])
-    ids, stored = store.read_split(folder, "train", int(firsts[-1]), len(value_slots))
-    values = EncodedSplit("train", ids, stored, value_slots, np.zeros(len(ids), np.float32), padding_id).feature_values
-    return ItemTable.of_rows(names, slots, ids.astype(np.int64), values, key.oov_id)
+    records = record_type(int(firsts[-1]), len(value_slots))
+    train = MappedArray(folder / "train.records", records, ((folder / "train.records").stat().st_size // records.itemsize,))
+    # only the key column and each item's first row are read into memory, not the whole split
+    _, first = np.unique(train.array["ids"][:, slots[0]], return_index=True)
+    rows = train.take(first)
+    values = EncodedSplit("train", rows["ids"], rows["values"], value_slots, np.zeros(len(rows), np.float32),
+                          padding_id).feature_values
+    return ItemTable.of_rows(names, slots, rows["ids"].astype(np.int64), values, key.oov_id)
 
 
 def add_negatives(folder: Path, labels: dict[str, store.LabelFile], fields: list[Field], value_slots: tuple[int, ...],
