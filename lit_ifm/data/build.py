@@ -128,8 +128,8 @@ def item_table(folder: Path, fields: list[Field], value_slots: tuple[int, ...], 
         raise DataError(f"item_field {key.name!r} must be a single-valued categorical field")
     firsts = np.cumsum([0, *(field.slots for field in fields)])
     slots = np.concatenate([np.arange(firsts[known.index(name)], firsts[known.index(name) + 1]) for name in names])
-    records = record_type(int(firsts[-1]), len(value_slots))
-    train = MappedArray(folder / "train.records", records, ((folder / "train.records").stat().st_size // records.itemsize,))
+    records, path = record_type(int(firsts[-1]), len(value_slots)), folder / "train.records"
+    train = MappedArray(path, records, (path.stat().st_size // records.itemsize,))
     # only the key column and each item's first row are read into memory, not the whole split
     _, first = np.unique(train.array["ids"][:, slots[0]], return_index=True)
     rows = train.take(first)
