@@ -118,7 +118,8 @@ def test_test_reports_ranking_metrics_of_the_ranking_field(tmp_path):
     reported = run.test(model, datamodule=data, verbose=False)[0]
     split = data.prepared.splits["test"]
     ids, values, labels = split.gather(np.arange(len(split)))
-    batch = FieldBatch(torch.from_numpy(ids), torch.from_numpy(values), torch.from_numpy(labels), torch.arange(len(ids)))
+    batch = FieldBatch(torch.from_numpy(ids), torch.from_numpy(values), torch.from_numpy(labels),
+                       torch.arange(len(ids)))
     with torch.no_grad():
         scores = model.eval()(batch).numpy()
     groups, relevant = split.feature_ids[:, 2], split.labels > 0
@@ -309,7 +310,8 @@ def test_sampled_lists_rank_each_test_positive_against_drawn_items(tmp_path):
     lists = np.concatenate([np.arange(positives), np.repeat(np.arange(positives), 9)])
     np.testing.assert_array_equal(ids[:, 0], ids[lists, 0])  # a list's drawn items share its positive's user
     observed = {(user, item) for split in data.prepared.splits.values()
-                for user, item, label in zip(split.feature_ids[:, 0], split.feature_ids[:, 1], split.labels) if label > 0}
+                for user, item, label in zip(split.feature_ids[:, 0], split.feature_ids[:, 1], split.labels)
+                if label > 0}
     assert not any((user, item) in observed for user, item in zip(ids[positives:, 0], ids[positives:, 1]))
     table = {int(key): (int(row[1]), float(value[2])) for key, row, value in zip(
         data.schema.encoding["items"]["keys"], data.schema.encoding["items"]["ids"].tolist(),
