@@ -19,7 +19,7 @@ from lit_ifm import FM, IFM, FieldAwareDataModule, SyntheticConfig
 from lit_ifm.data import FieldBatch
 from lit_ifm.errors import ConfigError, DataError
 from lit_ifm.metrics import GroupAUC, Ranking
-from lit_ifm.serving.scoring import encoded_rows
+from lit_ifm.models.scoring import encoded_rows
 
 GENRES, ITEMS, USERS = 8, 40, 1000
 

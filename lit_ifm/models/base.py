@@ -19,6 +19,7 @@ from lit_ifm.layers import embedding_rows
 from lit_ifm.metrics import Ranking
 from lit_ifm.models.fitting import check_fits, check_schema
 from lit_ifm.models.footprint import check_parameter_memory
+from lit_ifm.models.recommend import recommend
 from lit_ifm.models.scoring import score
 
 Task = Literal["regression", "binary"]
@@ -271,13 +272,11 @@ class FieldAwareModel(L.LightningModule):
 
     def recommend(self, context: dict, candidates: list | None = None, k: int = 10, with_attention: bool = False):
         """The ``k`` best items for one ``context`` (a row as a dict, without the item fields), best first, as a list
-        of :class:`~lit_ifm.serving.recommend.Recommendation` (item, score and, with ``with_attention`` for the IFM
+        of :class:`~lit_ifm.models.recommend.Recommendation` (item, score and, with ``with_attention`` for the IFM
         family, the attention per field pair). ``candidates``: item values to rank (default: every training
         item); each comes with its own item-side fields. All candidates are scored in one batched call.
-        See :func:`lit_ifm.serving.recommend.recommend`.
+        See :func:`lit_ifm.models.recommend.recommend`.
         """
-        from lit_ifm.serving.recommend import recommend
-
         return recommend(self, context, candidates, k, with_attention)
 
     def default_monitor(self) -> str:

@@ -11,7 +11,7 @@ import torch
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.encoding import ItemTable, TableEncoder
 from lit_ifm.errors import ConfigError, DataError
-from lit_ifm.serving.scoring import encoded_rows, encoder_of, scores_of_ids
+from lit_ifm.models.scoring import encoded_rows, encoder_of, scores_of_ids
 
 
 @dataclass(frozen=True)
