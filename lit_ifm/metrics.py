@@ -5,14 +5,17 @@ and a list split across ranks is ranked whole."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torchmetrics
 from torch import Tensor
 from torchmetrics.retrieval import RetrievalHitRate, RetrievalMRR, RetrievalNormalizedDCG
 
-from lit_ifm.data.schema import FieldSchema
 from lit_ifm.errors import ConfigError
+
+if TYPE_CHECKING:  # the data module names its ranking with this module: no import runs back up to data
+    from lit_ifm.data.schema import FieldSchema
 
 
 @dataclass(frozen=True)
