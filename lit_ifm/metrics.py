@@ -5,7 +5,7 @@ and a list split across ranks is ranked whole."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torchmetrics
@@ -14,8 +14,14 @@ from torchmetrics.retrieval import RetrievalHitRate, RetrievalMRR, RetrievalNorm
 
 from lit_ifm.errors import ConfigError
 
-if TYPE_CHECKING:  # the data module names its ranking with this module: no import runs back up to data
-    from lit_ifm.data.schema import FieldSchema
+
+
+class Fields(Protocol):
+    """What a ranking asks of a schema (:class:`~lit_ifm.data.schema.FieldSchema`): its fields and their slots."""
+
+    field_names: tuple[str, ...]
+    fields: tuple
+    slot_fields: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,7 @@ class Ranking:
         """The list of each test row of the sampled protocol, by its row in the split."""
         return torch.where(row_ids < self.positives, row_ids, (row_ids - self.positives) // max(self.negatives, 1))
 
-    def slot(self, schema: FieldSchema) -> int | None:
+    def slot(self, schema: Fields) -> int | None:
         """The slot of :attr:`field` in ``schema``'s rows (``None`` without a field); a field that is not one
         single-valued categorical field is refused."""
         if self.field is None:

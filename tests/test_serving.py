@@ -26,8 +26,9 @@ from lit_ifm.data.encoding import encoder_from_state
 from lit_ifm.serving.plain import plain_encoding
 from lit_ifm.serving.scoring import encoded_rows
 
-FIELDS = ["--data.categorical", "[user, item]", "--data.numeric", "[price]", "--data.multi_valued", "{tags: '|'}",
-          "--data.hash_buckets", "{item: 64}", "--data.label", "clicked", "--data.task", "binary"]
+FIELDS = ["--data.categorical", "[user, item, city]", "--data.numeric", "[price]", "--data.multi_valued", "{tags: '|'}",
+          "--data.hash_buckets", "{city: 64}", "--data.label", "clicked", "--data.task", "binary",
+          "--data.item_field", "item"]
 
 
 def table(rows: int, seed: int) -> pd.DataFrame:
@@ -35,7 +36,8 @@ def table(rows: int, seed: int) -> pd.DataFrame:
     users = rng.integers(0, 30, rows)
     tags = ["|".join(f"t{tag}" for tag in rng.choice(8, rng.integers(0, 4), replace=False)) for _ in range(rows)]
     frame = pd.DataFrame({"id": [f"r{seed}-{row}" for row in range(rows)], "user": [f"u{user}" for user in users],
-                          "item": rng.integers(0, 40, rows), "price": rng.gamma(2.0, 10.0, rows).round(2),
+                          "item": rng.integers(0, 40, rows), "city": [f"c{city}" for city in rng.integers(0, 90, rows)],
+                          "price": rng.gamma(2.0, 10.0, rows).round(2),
                           "tags": tags, "clicked": (rng.random(rows) < 0.3 + 0.02 * (users % 10)).astype(int)})
     frame.loc[rng.random(rows) < 0.1, "price"] = np.nan
     return frame
@@ -65,10 +67,10 @@ def trained(tmp_path_factory) -> dict[str, Path]:
 def test_the_checkpoint_carries_its_encoder_as_tensors_and_loads_weights_only(trained):
     checkpoint = torch.load(trained["checkpoint"], map_location="cpu", weights_only=True)
     encoder = checkpoint[ENCODING_KEY]["encoder"]
-    assert [field["name"] for field in encoder["fields"]] == ["user", "item", "price", "tags"]
+    assert [field["name"] for field in encoder["fields"]] == ["user", "item", "city", "price", "tags"]
     users = encoder["fields"][0]["vocabulary"]
     assert users["utf8"].dtype == torch.uint8 and users["offsets"].dtype == torch.int64  # compact, not a dict
-    assert encoder["fields"][1]["hash_buckets"] == 64 and encoder["fields"][3]["separator"] == "|"
+    assert encoder["fields"][2]["hash_buckets"] == 64 and encoder["fields"][4]["separator"] == "|"
     assert checkpoint[ENCODING_KEY]["labels"] == {"task": "binary", "positive_threshold": None, "signed_labels": False}
     model = lit_ifm.load(trained["checkpoint"])
     assert type(model) is lit_ifm.FM and not model.training
@@ -93,7 +95,7 @@ def test_predict_from_a_checkpoint_alone_keeps_the_input_columns_and_equals_scor
     with caplog.at_level("INFO"):
         run_main(root, "predict", "--ckpt_path", str(trained["checkpoint"]), "--data.source", str(trained["new"]))
     written = pq.read_table(trained["checkpoint"].parent.parent / "predictions.parquet").to_pandas()
-    assert list(written.columns) == ["row_id", "id", "user", "item", "price", "tags", "prediction"]
+    assert list(written.columns) == ["row_id", "id", "user", "item", "city", "price", "tags", "prediction"]
     assert written["id"].tolist() == pd.read_csv(trained["new"])["id"].tolist()
     np.testing.assert_allclose(written["prediction"], lit_ifm.load(trained["checkpoint"]).score(trained["new"]),
                                atol=1e-6)
@@ -171,7 +173,7 @@ def test_the_example_server_answers_scores_and_top_items_from_an_export(trained,
         status, answer = ask("/score", {"rows": records})
         assert status == 200
         np.testing.assert_allclose(answer["scores"], model.score(rows), atol=1e-5)
-        context = {"user": "u3", "price": 12.5, "tags": "t1|t2"}
+        context = {"user": "u3", "city": "c7", "price": 12.5, "tags": "t1|t2"}
         status, answer = ask("/recommend", {"context": context, "candidates": [1, 2, 3, 4, 5], "k": 3})
         expected = model.score([{**context, "item": item} for item in [1, 2, 3, 4, 5]])
         assert status == 200 and [item["item"] for item in answer["items"]] == [int(i) + 1 for i in
@@ -195,5 +197,10 @@ def test_the_python_the_docs_show_runs(trained, document, heading, tmp_path, mon
     (tmp_path / "new_rows.csv").write_text(trained["new"].read_text())
     namespace = {"rows": pd.read_csv(trained["new"])}
     exec(code, namespace)
-    np.testing.assert_allclose(namespace["scores"], lit_ifm.load(trained["checkpoint"]).score(trained["new"]),
-                               atol=1e-6)
+    model = lit_ifm.load(trained["checkpoint"])
+    np.testing.assert_allclose(namespace["scores"], model.score(trained["new"]), atol=1e-6)
+    if "top10" in namespace:  # the best of every item seen in training, as scoring each of them ranks them
+        context = {"user": "u3", "city": "c7", "price": 12.5, "tags": "t1|t2"}
+        items = [str(item) for item in sorted(pd.read_csv(trained["root"] / "data" / "train.csv")["item"].unique())]
+        scores = model.score([{**context, "item": item} for item in items])
+        assert [entry.item for entry in namespace["top10"]] == [items[index] for index in np.argsort(-scores)[:10]]
