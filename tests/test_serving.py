@@ -178,6 +178,9 @@ def test_the_example_server_answers_scores_and_top_items_from_an_export(trained,
         expected = model.score([{**context, "item": item} for item in [1, 2, 3, 4, 5]])
         assert status == 200 and [item["item"] for item in answer["items"]] == [int(i) + 1 for i in
                                                                                np.argsort(-expected)[:3]]
+        status, answer = ask("/recommend", {"context": context, "k": 5})  # every item the model knows
+        assert status == 200 and [str(item["item"]) for item in answer["items"]] == \
+            [entry.item for entry in model.recommend(context, k=5)]
         assert ask("/recommend", {"context": {**context, "item": 3}})[0] == 400  # the item field in the context
         assert ask("/score", {"rows": [{}] * 10_001})[0] == 400  # bounded
         assert ask("/nowhere")[0] == 404

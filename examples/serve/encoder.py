@@ -50,6 +50,21 @@ class Encoder:
                           {word: index for index, word in enumerate(field["vocabulary"])} for field in self.fields]
         self.num_slots = sum(field["slots"] for field in self.fields)
         self.names = [field["name"] for field in self.fields]
+        self.items = spec.get("items")  # each training item's attributes (its item fields' ids and values)
+        self.item_fields = self.items["fields"] if self.items else []
+        self.item_rows = {key: row for row, key in enumerate(self.items["keys"])} if self.items else {}
+
+    def with_item_attributes(self, ids: list[int], values: list[float]) -> tuple[list[int], list[float]]:
+        """A row whose item fields are those of its item (the key field's value) as training saw it: a candidate
+        item comes with its own attributes."""
+        if not self.items:
+            return ids, values
+        slots = self.items["slots"]
+        row = self.item_rows.get(ids[slots[0]])
+        if row is not None:
+            for position, slot in enumerate(slots):
+                ids[slot], values[slot] = self.items["ids"][row][position], self.items["values"][row][position]
+        return ids, values
 
     def encode(self, row: dict) -> tuple[list[int], list[float]]:
         """One row (field name -> raw value; a field left out is missing) as ``S`` ids and ``S`` values."""

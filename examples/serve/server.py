@@ -63,8 +63,9 @@ class Recommender:
     def recommend(self, context: dict, candidates: list | None, k: int) -> list[dict]:
         if self.item_field is None:
             raise ValueError("the server was started without --item-field")
-        if self.item_field in context:
-            raise ValueError(f"the context names the item field {self.item_field!r}; leave it out")
+        named = sorted(set(context) & {self.item_field, *self.encoder.item_fields})
+        if named:
+            raise ValueError(f"the context names item fields {named}; leave them out: each item brings its own")
         if candidates is None:
             field = self.encoder.fields[self.encoder.names.index(self.item_field)]
             candidates = field["vocabulary"] or []
@@ -73,7 +74,9 @@ class Recommender:
         if unknown:
             raise ValueError(f"candidate items the model never saw: {unknown[:5]}")
         bounded(candidates, "candidates")
-        scores = self.score([{**context, self.item_field: item} for item in candidates])
+        encoded = [self.encoder.with_item_attributes(*self.encoder.encode({**context, self.item_field: item}))
+                   for item in candidates]
+        scores = self.model.scores(encoded)
         best = sorted(zip(candidates, scores), key=lambda pair: -pair[1])[:k]
         return [{"item": item, "score": score} for item, score in best]
 
