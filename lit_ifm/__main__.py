@@ -12,13 +12,13 @@ from typing import Optional
 import torch
 import yaml
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from lit_ifm.callbacks.divergence import DivergenceGuard
 from lit_ifm.callbacks.monitor import BestCheckpoint, EarlyStopping
 from lit_ifm.callbacks.predictions import PredictionWriter
-from lit_ifm.callbacks.progress import LineProgress
+from lit_ifm.callbacks.progress import LineProgress, TerminalProgress
 from lit_ifm.checkpoints import check_model_class, import_class, model_class_path, read_checkpoint
 from lit_ifm.compat import KeepsCheckpointHyperparameters
 from lit_ifm.data import FieldAwareDataModule
@@ -191,7 +191,7 @@ class LitIFMCLI(KeepsCheckpointHyperparameters, LightningCLI):
             # On a terminal, Lightning's bar redrawn once per logging interval (its metrics change no more often)
             # rather than at every step, which costs FM's small steps a few percent; elsewhere a line per epoch,
             # not a bar redrawn into a file.
-            bar = TQDMProgressBar(refresh_rate=settings.get("log_every_n_steps") or 1) if sys.stdout.isatty() \
+            bar = TerminalProgress(refresh_rate=settings.get("log_every_n_steps") or 1) if sys.stdout.isatty() \
                 else LineProgress()
             kwargs["callbacks"] = [*callbacks, bar]
         trainer = super().instantiate_trainer(**kwargs)

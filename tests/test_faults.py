@@ -721,3 +721,61 @@ def test_csv_errors_name_the_files_line_when_quoted_values_hold_line_breaks(sour
     assert line > bad + 2  # the quoted line breaks before it
     with pytest.raises(DataError, match=rf"^{name} line {line}, column 'price': value 'abc' is not a number$"):
         FieldAwareDataModule(str(folder), categorical=["user"], numeric=["price"]).schema
+
+
+# ============================== Runs and the command line, second catalogue ===============================
+
+
+def run_on_a_terminal(*args: str, cwd: Path, timeout: float = 300) -> tuple[int, str]:
+    """``python -m lit_ifm <args>`` with a pseudo-terminal as its output (``sys.stdout.isatty()`` is true there and
+    in the DDP ranks it starts): its exit code and everything it printed."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "lit_ifm", *args], cwd=cwd, stdin=subprocess.DEVNULL,
+                               stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    output, deadline = bytearray(), time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(controller, 65536)  # read as it comes: a full terminal buffer would stop the run
+            except OSError:  # every writer has closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        os.close(controller)
+        if process.poll() is None:
+            process.kill()
+    return process.wait(), output.decode(errors="replace")
+
+
+DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("terminal", [False, True], ids=["log-file", "terminal"])
+def test_ddp_from_the_command_line_fits_tests_and_predicts(terminal, tmp_path):
+    """Every collective runs on every rank in the same order: the progress output's epoch metrics (an all-reduce)
+    no longer meets the divergence check's on the other rank, with the default callbacks and progress output."""
+    common = [*synthetic_args("fm_synthetic"), *DDP, "--trainer.enable_model_summary", "false"]
+
+    def run(command: str, *args: str) -> str:
+        if terminal:
+            code, output = run_on_a_terminal(command, *common, *args, cwd=tmp_path)
+        else:
+            result = run_cli(command, *common, *args, cwd=tmp_path)
+            code, output = result.returncode, result.stdout + result.stderr
+        assert code == 0, output[-3000:]
+        return output
+
+    fitted = run("fit", "--trainer.max_epochs", "2")
+    assert "test/rmse" in fitted
+    assert terminal or re.search(r"epoch 1/2: \d+ steps in [\d.]+ s; .*val/rmse", fitted)
+    last = checkpoints(tmp_path)[0]
+    assert "test/rmse" in run("test", "--ckpt_path", str(last))
+    run("predict", "--ckpt_path", str(last))
+    assert sorted(path.name for path in last.parent.parent.glob("predictions*")) == [
+        "predictions.rank0.parquet", "predictions.rank1.parquet"]

@@ -1,14 +1,37 @@
-"""Progress as plain lines, for output that is not a terminal."""
+"""Progress as plain lines for output that is not a terminal, and Lightning's bar for a terminal, both safe under
+DDP."""
 
 from __future__ import annotations
 
 import time
 
 import lightning as L
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 
 
-class LineProgress(ProgressBar):
+class _MetricsOnEveryRank:
+    """Reads the epoch's metrics on every rank before a bar shows them on the first. Lightning computes a metric
+    logged with ``sync_dist`` (an all-reduce) the first time anything reads it: read by the first rank alone, that
+    all-reduce meets another callback's collective on the other ranks, and DDP crashes or hangs."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.progress_bar_metrics  # noqa: B018 - the read computes (and caches) them, on every rank alike
+        super().on_train_epoch_end(trainer, pl_module)
+
+
+class TerminalProgress(_MetricsOnEveryRank, TQDMProgressBar):
+    """Lightning's ``TQDMProgressBar``, safe under DDP (the metrics it shows at the end of an epoch are computed on
+    every rank). ``python -m lit_ifm`` uses it when its output is a terminal.
+
+    Args:
+        refresh_rate: redraw the bar every this many steps.
+    """
+
+    def __init__(self, refresh_rate: int = 1):
+        super().__init__(refresh_rate=refresh_rate)
+
+
+class LineProgress(_MetricsOnEveryRank, ProgressBar):
     """Lightning's progress bar redrawn in place writes hundreds of kilobytes into a log file; this writes lines:
     one per training epoch (its steps, seconds and the metrics the bar shows) and, within a long epoch, one every
     ``every_n_seconds``. ``python -m lit_ifm`` uses it instead of the bar when its output is not a terminal.
@@ -49,6 +72,7 @@ class LineProgress(ProgressBar):
                        f"{now - self._epoch_start:.1f} s; {self._metrics(trainer, pl_module, 'train/')}")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
         if self._enabled:
             seconds = time.perf_counter() - self._epoch_start
             self.print(f"{self._epoch(trainer)}: {trainer.global_step - self._first_step} steps in {seconds:.1f} s; "
