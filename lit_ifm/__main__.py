@@ -107,6 +107,9 @@ class LitIFMCLI(KeepsCheckpointHyperparameters, LightningCLI):
                             help="the validation metric that picks the best checkpoint and stops training early, "
                                  "e.g. val/logloss (default: the task's, val/auroc for binary, val/rmse for "
                                  "regression)")
+        parser.add_argument("--untrained", type=bool, default=False,
+                            help="validate, test and predict: score the model as initialised, without --ckpt_path "
+                                 "(without either they stop, rather than report a random model's scores)")
         parser.add_argument("--threads", type=Optional[int], default=None,
                             help="CPU threads torch computes with (default: torch's, one per core, or "
                                  "$OMP_NUM_THREADS)")
@@ -172,7 +175,21 @@ class LitIFMCLI(KeepsCheckpointHyperparameters, LightningCLI):
             trainer.default_root_dir = run["folder"]
             self._continues_run = True
 
+    def check_trained(self) -> None:
+        """``validate``, ``test`` and ``predict`` score a trained model: without ``--ckpt_path`` they stop, unless
+        ``--untrained true`` asks for the model as initialised (its scores would otherwise pass for results)."""
+        config = self.config[self.subcommand]
+        if self.subcommand == "fit":
+            if config.untrained:
+                raise ConfigError("--untrained is for validate, test and predict; fit trains the model")
+            return
+        if not config.get("ckpt_path") and not config.untrained:
+            raise ConfigError(f"{self.subcommand} needs a trained model: give --ckpt_path (e.g. "
+                              "runs/lit_ifm/<run>/checkpoints/last.ckpt), or --untrained true to score the model "
+                              "as initialised")
+
     def before_instantiate_classes(self) -> None:
+        self.check_trained()
         self.apply_checkpoint()
         config = self.config[self.subcommand]
         trainer = config.trainer

@@ -779,3 +779,18 @@ def test_ddp_from_the_command_line_fits_tests_and_predicts(terminal, tmp_path):
     run("predict", "--ckpt_path", str(last))
     assert sorted(path.name for path in last.parent.parent.glob("predictions*")) == [
         "predictions.rank0.parquet", "predictions.rank1.parquet"]
+
+
+@pytest.mark.parametrize("command", ["validate", "test", "predict"])
+def test_scoring_without_a_checkpoint_needs_untrained(command, tmp_path, capsys):
+    line = error_line(capsys, tmp_path, command, *synthetic_args("fm_synthetic"))
+    assert line == (f"lit-ifm: error: {command} needs a trained model: give --ckpt_path (e.g. "
+                    "runs/lit_ifm/<run>/checkpoints/last.ckpt), or --untrained true to score the model as initialised")
+    assert not list(tmp_path.glob("run-*/*"))  # stopped before the data and the run's files
+
+
+def test_untrained_scores_the_model_as_initialised_when_asked_for(tmp_path, capsys):
+    tested = run_main(tmp_path, "test", *synthetic_args("fm_synthetic"), "--untrained", "true")
+    assert "test/rmse" in tested.trainer.callback_metrics
+    line = error_line(capsys, tmp_path, "fit", *synthetic_args("fm_synthetic"), "--untrained", "true")
+    assert line == "lit-ifm: error: --untrained is for validate, test and predict; fit trains the model"
