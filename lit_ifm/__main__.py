@@ -14,10 +14,12 @@ import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_ifm.callbacks.divergence import DivergenceGuard
 from lit_ifm.callbacks.monitor import BestCheckpoint, EarlyStopping
 from lit_ifm.callbacks.predictions import PredictionWriter
+from lit_ifm.callbacks.preemption import PreemptionNotice
 from lit_ifm.callbacks.progress import LineProgress, TerminalProgress
 from lit_ifm.checkpoints import check_model_class, import_class, model_class_path, read_checkpoint
 from lit_ifm.compat import KeepsCheckpointHyperparameters
@@ -32,6 +34,7 @@ from lit_ifm.serving.export import export_command
 
 _PACKAGE = Path(__file__).resolve().parent
 _COMMANDS = ("fit", "validate", "test", "predict")
+_SIGTERM_EXIT = 128 + 15  # the code of a process killed by SIGTERM
 RUN_KEY = "lit_ifm_run"  # in a checkpoint: what a resumed fit needs to continue that run
 
 
@@ -211,6 +214,8 @@ class LitIFMCLI(KeepsCheckpointHyperparameters, LightningCLI):
             bar = TerminalProgress(refresh_rate=settings.get("log_every_n_steps") or 1) if sys.stdout.isatty() \
                 else LineProgress()
             kwargs["callbacks"] = [*callbacks, bar]
+        if self.subcommand == "fit":
+            kwargs["callbacks"] = [*kwargs.get("callbacks", callbacks), PreemptionNotice()]
         trainer = super().instantiate_trainer(**kwargs)
         if self.subcommand == "predict" and not any(isinstance(c, PredictionWriter) for c in trainer.callbacks):
             keep = self.config[self.subcommand].get("keep_columns")  # predict writes a file by default, and says where
@@ -286,6 +291,8 @@ def main(args: list[str] | None = None,
         if command_line[:1] == ["export"]:
             return export_command(command_line[1:])
         return _cli(args, data_module)
+    except SIGTERMException:  # Lightning's, a SystemExit without a code: pre-empted is not completed
+        raise SystemExit(_SIGTERM_EXIT) from None
     except Exception as error:
         cause = _user_error(error)
         if cause is None:

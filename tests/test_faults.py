@@ -794,3 +794,18 @@ def test_untrained_scores_the_model_as_initialised_when_asked_for(tmp_path, caps
     assert "test/rmse" in tested.trainer.callback_metrics
     line = error_line(capsys, tmp_path, "fit", *synthetic_args("fm_synthetic"), "--untrained", "true")
     assert line == "lit-ifm: error: --untrained is for validate, test and predict; fit trains the model"
+
+
+@pytest.mark.slow
+def test_sigterm_mid_fit_exits_143_and_says_how_to_resume(tmp_path):
+    process = training_process(tmp_path, "--trainer.max_epochs", "20")
+    deadline = time.monotonic() + 240
+    while not checkpoints(tmp_path) and time.monotonic() < deadline:
+        assert process.poll() is None, (tmp_path / "stderr.txt").read_text()[-2000:]
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 143
+    last = checkpoints(tmp_path)[0]
+    lines = (tmp_path / "stderr.txt").read_text().splitlines()
+    assert re.fullmatch(rf"lit-ifm: stopped by SIGTERM in epoch \d+; the last checkpoint is {re.escape(str(last))}: "
+                        rf"the same command with --ckpt_path {re.escape(str(last))} resumes the run", lines[-1]), lines[-5:]

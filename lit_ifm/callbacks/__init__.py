@@ -4,6 +4,7 @@ from lit_ifm.callbacks.divergence import DivergenceGuard
 from lit_ifm.callbacks.field_importance import FieldImportanceReport
 from lit_ifm.callbacks.monitor import BestCheckpoint, EarlyStopping
 from lit_ifm.callbacks.predictions import PredictionWriter
+from lit_ifm.callbacks.preemption import PreemptionNotice
 from lit_ifm.callbacks.progress import LineProgress, TerminalProgress
 from lit_ifm.callbacks.sampler import InteractionSampler
 from lit_ifm.callbacks.throughput import TrainingThroughput
@@ -16,6 +17,7 @@ __all__ = [
     "InteractionSampler",
     "LineProgress",
     "PredictionWriter",
+    "PreemptionNotice",
     "TerminalProgress",
     "TrainingThroughput",
 ]
