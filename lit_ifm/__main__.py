@@ -3,18 +3,22 @@
 
 from __future__ import annotations
 
+import difflib
+import errno
+import inspect
 import os
+import re
 import sys
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import torch
 import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ProgressBar
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from lit_ifm.callbacks.divergence import DivergenceGuard
 from lit_ifm.callbacks.monitor import BestCheckpoint, EarlyStopping
@@ -35,6 +39,18 @@ from lit_ifm.serving.export import export_command
 _PACKAGE = Path(__file__).resolve().parent
 _COMMANDS = ("fit", "validate", "test", "predict")
 _SIGTERM_EXIT = 128 + 15  # the code of a process killed by SIGTERM
+_INTERRUPT_EXIT = 128 + 2  # and by SIGINT (Ctrl-C)
+# The errors of a file system that a user, not lit_ifm, can fix, with what to do about them.
+_FILE_SYSTEM_ERRORS = {
+    errno.EACCES: " (choose a folder you may write to, e.g. --trainer.default_root_dir or --data.cache_dir)",
+    errno.EPERM: " (choose a folder you may write to)",
+    errno.EROFS: " (a read-only file system: choose another folder)",
+    errno.ENOTDIR: " (a file stands where a folder is needed)",
+    errno.EEXIST: " (a file stands where a folder is needed)",
+    errno.ENOSPC: " (free some space, or choose a folder on another disk)",
+    errno.EDQUOT: " (over the disk quota: free some space, or choose another folder)",
+    errno.EFBIG: " (over the file-size limit, ulimit -f)",
+}
 RUN_KEY = "lit_ifm_run"  # in a checkpoint: what a resumed fit needs to continue that run
 
 
@@ -94,6 +110,54 @@ def follow_monitor(callbacks: list | None, monitor: str) -> None:
     if not followers:
         raise ConfigError(f"--monitor {monitor}: no callback follows it; it sets lit_ifm.callbacks.BestCheckpoint "
                           "and EarlyStopping that name no monitor of their own")
+
+
+class OneLineParser(LightningArgumentParser):
+    """LightningCLI's parser, whose option errors are one line naming the option, with the closest options when
+    the name is mistyped, rather than the whole usage (``--help`` prints that)."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # parsing a part of the configuration: the caller handles it
+            super().error(message, ex)
+        sys.stderr.write(f"lit-ifm: error: {self.one_line(message)}\n")
+        self.exit(2)
+
+    def one_line(self, message: str) -> str:
+        """``message`` of jsonargparse (many lines for a nested key) as one line, with "did you mean"."""
+        lines = [line.strip(" -") for line in message.splitlines()]
+        if lines[0].startswith("unrecognized arguments:"):
+            option = next((word for word in lines[0].split()[2:] if word.startswith("-")), lines[0].split()[-1])
+            known = set(re.findall(r"--[\w.]+", self.format_help()))
+            return f"unrecognized option {option}{_did_you_mean(option.split('=')[0], known)}"
+        key = re.match(r'Parser key "([^"]+)":', lines[0])
+        details = [line for line in lines[1:] if line and not line.startswith(_PARSER_NOISE)]
+        detail = details[-1] if details else lines[0]
+        if not key:
+            return detail
+        option = f"--{key.group(1)}"
+        unknown = re.match(r"Option '([^']+)' is not accepted", detail)
+        owner = re.search(r"class_path '([^']+)'", message)
+        if unknown and owner:  # a mistyped argument of the chosen class, e.g. --model.lrr
+            option = f"{option}.{unknown.group(1)}"
+            known = {f"--{key.group(1)}.{name}" for name in _init_arguments(owner.group(1))}
+            return f"{option} is not an argument of {owner.group(1)}{_did_you_mean(option, known)}"
+        return f"{option}: {detail}"
+
+
+def _did_you_mean(option: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(option, sorted(known), n=3, cutoff=0.75)
+    return f"; did you mean {' or '.join(close)}? (--help lists every option)" if close else \
+        " (--help lists every option)"
+
+
+def _init_arguments(class_path: str) -> list[str]:
+    cls = import_class(class_path)
+    return [] if cls is None else [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+
+
+# jsonargparse's lines around the one that says what is wrong
+_PARSER_NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value",
+                 "Expected a <class 'NoneType'>", "Expected a path but", "Problem with given class_path")
 
 
 class LitIFMCLI(KeepsCheckpointHyperparameters, LightningCLI):
@@ -198,7 +262,10 @@ class LitIFMCLI(KeepsCheckpointHyperparameters, LightningCLI):
         trainer = config.trainer
         if config.monitor:
             follow_monitor(trainer.callbacks, config.monitor)
-        if config.threads:
+        if config.threads is not None:
+            if config.threads < 1:
+                raise ConfigError(f"--threads must be at least 1, got {config.threads} (leave it out for torch's "
+                                  "default: one per core, or $OMP_NUM_THREADS)")
             torch.set_num_threads(config.threads)
         if not trainer.logger and not self._continues_run:  # a logger gives each run its folder; give one here
             trainer.default_root_dir = new_run_folder(trainer.default_root_dir or os.getcwd())
@@ -216,7 +283,12 @@ class LitIFMCLI(KeepsCheckpointHyperparameters, LightningCLI):
             kwargs["callbacks"] = [*callbacks, bar]
         if self.subcommand == "fit":
             kwargs["callbacks"] = [*kwargs.get("callbacks", callbacks), PreemptionNotice()]
-        trainer = super().instantiate_trainer(**kwargs)
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError, ImportError) as error:  # Lightning's checks of its settings
+            if isinstance(error, UserError):
+                raise
+            raise ConfigError(f"--trainer settings: {str(error).strip()}") from error
         if self.subcommand == "predict" and not any(isinstance(c, PredictionWriter) for c in trainer.callbacks):
             keep = self.config[self.subcommand].get("keep_columns")  # predict writes a file by default, and says where
             trainer.callbacks.append(PredictionWriter(keep_columns=keep))
@@ -293,6 +365,9 @@ def main(args: list[str] | None = None,
         return _cli(args, data_module)
     except SIGTERMException:  # Lightning's, a SystemExit without a code: pre-empted is not completed
         raise SystemExit(_SIGTERM_EXIT) from None
+    except KeyboardInterrupt:  # Ctrl-C outside a trainer's loop (which handles its own), e.g. during a store build
+        sys.stderr.write("lit-ifm: interrupted\n")
+        raise SystemExit(_INTERRUPT_EXIT) from None
     except Exception as error:
         cause = _user_error(error)
         if cause is None:
@@ -303,8 +378,12 @@ def main(args: list[str] | None = None,
 
 
 def _user_error(error: BaseException | None) -> UserError | None:
-    """The :class:`UserError` behind ``error``: jsonargparse wraps what a constructor raised."""
+    """The :class:`UserError` behind ``error`` (jsonargparse wraps what a constructor raised), or a file that could
+    not be written or read for a reason of the machine's (no permission, no space, a file where a folder should be),
+    said as a :class:`ConfigError` naming the path."""
     while error is not None and not isinstance(error, UserError):
+        if isinstance(error, OSError) and error.errno in _FILE_SYSTEM_ERRORS and error.filename:
+            return ConfigError(f"{error.filename}: {error.strerror}{_FILE_SYSTEM_ERRORS[error.errno]}")
         error = error.__cause__
     return error
 
@@ -316,6 +395,7 @@ def _cli(args: list[str] | None, data_module: type[FieldAwareDataModule]) -> Lit
         subclass_mode_model=True,
         auto_configure_optimizers=False,  # the model's own optimizer arguments are the one way to set it
         parser_kwargs={command: {"default_config_files": default_config_files()} for command in _COMMANDS},
+        parser_class=OneLineParser,
         save_config_callback=LoggedConfig,
         save_config_kwargs={"overwrite": True, "save_to_log_dir": True},
         trainer_defaults={"callbacks": [DivergenceGuard()]},  # added to any recipe's callback list

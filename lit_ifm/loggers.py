@@ -11,9 +11,11 @@ from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_ifm.compat import stop_uploading_checkpoints, update_wandb_init
+from lit_ifm.errors import ConfigError
 
 WandbMode = Literal["auto", "online", "offline", "disabled"]
 _DEFAULT_BASE_URL = "https://api.wandb.ai"
+_WANDB_MODES = ("online", "offline", "disabled", "dryrun", "run", "shared")  # what wandb itself takes
 
 
 def resolve_wandb_mode(mode: WandbMode = "auto", timeout: float = 3.0) -> tuple[str, str]:
@@ -29,6 +31,9 @@ def resolve_wandb_mode(mode: WandbMode = "auto", timeout: float = 3.0) -> tuple[
     if mode != "auto":
         return mode, "asked for"
     environment = os.environ.get("WANDB_MODE", "").strip().lower()
+    if environment and environment not in _WANDB_MODES:
+        raise ConfigError(f"WANDB_MODE={environment!r} is not a W&B mode: set online, offline or disabled, or unset "
+                          "it")
     if environment:
         return ("offline" if environment == "dryrun" else environment), "from WANDB_MODE"
     base_url = os.environ.get("WANDB_BASE_URL", _DEFAULT_BASE_URL).rstrip("/")

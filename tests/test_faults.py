@@ -809,3 +809,72 @@ def test_sigterm_mid_fit_exits_143_and_says_how_to_resume(tmp_path):
     lines = (tmp_path / "stderr.txt").read_text().splitlines()
     assert re.fullmatch(rf"lit-ifm: stopped by SIGTERM in epoch \d+; the last checkpoint is {re.escape(str(last))}: "
                         rf"the same command with --ckpt_path {re.escape(str(last))} resumes the run", lines[-1]), lines[-5:]
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--model.lr", "-1"], "lr must be above 0, got -1.0"),
+    (["--data.batch_size", "0"], "batch_size must be at least 1, got 0"),
+    (["--data.batch_size", "-5"], "batch_size must be at least 1, got -5"),
+    (["--data.eval_batch_size", "0"], "eval_batch_size must be at least 1, got 0 (leave it out to use batch_size)"),
+    (["--model.embedding_dim", "0"], "embedding_dim must be at least 1, got 0"),
+    (["--model.embedding_dim", "-3"], "embedding_dim must be at least 1, got -3"),
+    (["--threads", "-2"], "--threads must be at least 1, got -2 (leave it out for torch's default: one per core, "
+                          "or $OMP_NUM_THREADS)"),
+    (["--threads", "0"], "--threads must be at least 1, got 0 (leave it out for torch's default: one per core, "
+                         "or $OMP_NUM_THREADS)"),
+    (["--data.num_workers", "-1"], "num_workers must be 0 or more, got -1"),
+    (["--data.split_seed", "-1"], "split_seed must be 0 or more, got -1"),
+    (["--trainer.accelerator", "tpu"], "--trainer settings: Requirement 'torch_xla"),
+    pytest.param(["--trainer.accelerator", "gpu"], "--trainer settings: No supported gpu backend found!",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there")),
+    (["--model.lrr", "0.1"], "--model.lrr is not an argument of lit_ifm.FM; did you mean --model.lr? (--help lists "
+                             "every option)"),
+    (["--data.bach_size", "3"], "unrecognized option --data.bach_size; did you mean --data.batch_size or "
+                                "--data.eval_batch_size? (--help lists every option)"),
+    (["--data.batch_size", "abc"], "--data.batch_size: Expected a <class 'int'>. Got value: abc"),
+])
+def test_bad_settings_are_one_line(options, message, tmp_path, capsys):
+    line = error_line(capsys, tmp_path, "fit", *synthetic_args("fm_synthetic"), *options)
+    assert line.startswith(f"lit-ifm: error: {message}"), line
+
+
+def last_error_line(monkeypatch, capsys, root: Path, *args: str) -> str:
+    """The last line of ``python -m lit_ifm <args>`` run in this process with cli.yaml's logger, which must stop
+    with exit code 2."""
+    from lit_ifm.__main__ import main
+
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(sys, "argv", ["lit-ifm"])
+    with pytest.raises(SystemExit) as stopped:
+        main(list(args))
+    assert stopped.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_bogus_wandb_mode_is_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("WANDB_MODE", "bogus")
+    line = last_error_line(monkeypatch, capsys, tmp_path, "fit", *synthetic_args("fm_synthetic"), *QUIET)
+    assert line == "lit-ifm: error: WANDB_MODE='bogus' is not a W&B mode: set online, offline or disabled, or unset it"
+
+
+@pytest.mark.parametrize("where", ["--data.cache_dir", "--trainer.default_root_dir", "LIT_IFM_CACHE"])
+def test_a_file_where_a_folder_belongs_is_one_line(where, monkeypatch, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    options = [] if where == "LIT_IFM_CACHE" else [where, str(blocker)]
+    monkeypatch.setenv("LIT_IFM_CACHE", str(blocker if where == "LIT_IFM_CACHE" else tmp_path / "cache"))
+    line = last_error_line(monkeypatch, capsys, tmp_path, "fit", *synthetic_args("fm_synthetic"), "--trainer.logger",
+                           "false", *QUIET, *options)
+    assert re.fullmatch(rf"lit-ifm: error: {re.escape(str(blocker))}\S*: (Not a directory|File exists) "
+                        r"\(a file stands where a folder is needed\)", line), line
+
+
+def test_ctrl_c_during_a_store_build_is_one_line(monkeypatch, tmp_path, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("lit_ifm.data.datamodule.build_store", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        run_main(tmp_path, "fit", *synthetic_args("fm_synthetic"), "--data.cache_dir", str(tmp_path / "cache"))
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["lit-ifm: interrupted"]

@@ -213,6 +213,13 @@ class FieldAwareDataModule(L.LightningDataModule):
         counts = min_count.values() if isinstance(min_count, dict) else [min_count]
         if any(count < 1 for count in counts):
             raise ConfigError(f"min_count must be at least 1, got {min_count}")
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}"
+                                  + (" (leave it out to use batch_size)" if name == "eval_batch_size" else ""))
+        for name, value in (("num_workers", num_workers), ("split_seed", split_seed)):
+            if value < 0:
+                raise ConfigError(f"{name} must be 0 or more, got {value}")
         if shuffle_block_rows < 1:
             raise ConfigError(f"shuffle_block_rows must be at least 1, got {shuffle_block_rows}")
         if any(buckets < 1 for buckets in (hash_buckets or {}).values()):

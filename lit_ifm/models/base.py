@@ -79,6 +79,14 @@ class FieldAwareModel(L.LightningModule):
         ranking: Ranking | None = None,
     ):
         super().__init__()
+        if embedding_dim < 1:
+            raise ConfigError(f"embedding_dim must be at least 1, got {embedding_dim}")
+        if not lr > 0:
+            raise ConfigError(f"lr must be above 0, got {lr}")
+        if weight_decay < 0:
+            raise ConfigError(f"weight_decay must be 0 or more, got {weight_decay}")
+        if not 0 <= interaction_dropout < 1:
+            raise ConfigError(f"interaction_dropout must be in [0, 1), got {interaction_dropout}")
         if sparse_embeddings and optimizer not in _SPARSE_OPTIMIZERS:
             raise ConfigError(f"sparse_embeddings needs optimizer in {_SPARSE_OPTIMIZERS}, got {optimizer!r}: torch's "
                               "Adam and AdamW have no sparse update; use --model.optimizer adagrad, or drop "
