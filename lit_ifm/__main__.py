@@ -33,7 +33,7 @@ from lit_ifm.errors import CheckpointError, ConfigError, UserError
 from lit_ifm.memory import tune_allocator
 from lit_ifm.models import FieldAwareModel
 from lit_ifm.noise import silence_known_noise
-from lit_ifm.runs import new_run_folder, run_folder
+from lit_ifm.runs import ReplacingCheckpointIO, new_run_folder, run_folder
 from lit_ifm.serving.export import export_command
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -398,7 +398,8 @@ def _cli(args: list[str] | None, data_module: type[FieldAwareDataModule]) -> Lit
         parser_class=OneLineParser,
         save_config_callback=LoggedConfig,
         save_config_kwargs={"overwrite": True, "save_to_log_dir": True},
-        trainer_defaults={"callbacks": [DivergenceGuard()]},  # added to any recipe's callback list
+        # callbacks are added to any recipe's list; a recipe's plugins replace these
+        trainer_defaults={"callbacks": [DivergenceGuard()], "plugins": [ReplacingCheckpointIO()]},
         args=args,
     )
 

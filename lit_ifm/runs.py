@@ -13,9 +13,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 RUN_FOLDER_VARIABLE = "LIT_IFM_RUN_FOLDER"  # the folder rank 0 chose, for the DDP ranks Lightning starts
 
@@ -65,3 +70,35 @@ def new_run_folder(root: str | Path) -> str:
             continue
         os.environ[RUN_FOLDER_VARIABLE] = str(folder)
         return str(folder)
+
+
+@contextmanager
+def written_beside(path: str | Path) -> Iterator[Path]:
+    """Yields a temporary path in ``path``'s folder to write to; once the block ends without an error, renames it
+    onto ``path`` (``os.replace``, on the same file system: atomic). A reader never sees a partial file, and the old
+    one stays whole until the new one is; the temporary file is removed whatever happens."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+class ReplacingCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, with a local checkpoint written beside its final name and renamed into place
+    (:func:`written_beside`). Lightning's own goes through a file in ``$TMPDIR`` that it moves onto the target:
+    where the two are on different file systems, that move is a copy, and a kill during it truncates
+    ``last.ckpt``. ``python -m lit_ifm`` uses it; remote paths (``s3://...``) go to Lightning's writer."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        with written_beside(path) as partial:
+            with partial.open("wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())  # on disk before the rename makes it the checkpoint
+        return None

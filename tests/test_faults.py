@@ -6,12 +6,15 @@ a wrong answer with exit code 0, lost a run, or buried its message in a tracebac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -878,3 +881,27 @@ def test_ctrl_c_during_a_store_build_is_one_line(monkeypatch, tmp_path, capsys):
         run_main(tmp_path, "fit", *synthetic_args("fm_synthetic"), "--data.cache_dir", str(tmp_path / "cache"))
     assert stopped.value.code == 130
     assert capsys.readouterr().err.strip().splitlines() == ["lit-ifm: interrupted"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs /dev/shm, a file system apart from the disk's")
+def test_last_ckpt_is_replaced_whole_when_the_temp_folder_is_another_file_system(monkeypatch, tmp_path):
+    """Each save of last.ckpt is a new file renamed onto the old one (so a new inode), never the old file truncated
+    and copied into, which a kill leaves empty: the temporary folder is tmpfs, the run folder on disk."""
+    temporary = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    if os.stat(temporary).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("/dev/shm and the test's folder are one file system here")
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    try:
+        process = training_process(tmp_path)
+        inodes = set()
+        while process.poll() is None:
+            for path in checkpoints(tmp_path):
+                with contextlib.suppress(FileNotFoundError):
+                    inodes.add(path.stat().st_ino)
+            time.sleep(0.02)
+    finally:
+        shutil.rmtree(temporary)
+    assert process.returncode == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
+    assert torch.load(checkpoints(tmp_path)[0], weights_only=True)["epoch"] == 3
+    assert len(inodes) >= 2, "last.ckpt was rewritten in place"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import lightning as L
@@ -13,7 +12,7 @@ import pyarrow.parquet
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_ifm.errors import ConfigError
-from lit_ifm.runs import checkpoint_run_folder, run_folder
+from lit_ifm.runs import checkpoint_run_folder, run_folder, written_beside
 
 
 class PredictionWriter(L.Callback):
@@ -111,13 +110,8 @@ class PredictionWriter(L.Callback):
 def write_atomically(table: pa.Table, path: Path) -> None:
     """Writes ``table`` to ``path`` (``.csv`` or parquet) through a temporary file beside it, renamed into place once
     complete: a reader never sees a partial file, and an old one stays whole until the new one is."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
+    with written_beside(path) as partial:
         if path.suffix.lower() == ".csv":
             pyarrow.csv.write_csv(table, partial)
         else:
             pyarrow.parquet.write_table(table, partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
