@@ -17,6 +17,7 @@ import torch
 import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ProgressBar
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
@@ -281,6 +282,10 @@ class LitIFMCLI(KeepsCheckpointHyperparameters, LightningCLI):
             bar = TerminalProgress(refresh_rate=settings.get("log_every_n_steps") or 1) if sys.stdout.isatty() \
                 else LineProgress()
             kwargs["callbacks"] = [*callbacks, bar]
+        plugins = settings.get("plugins")
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):  # checkpoints renamed into place
+            kwargs["plugins"] = [*plugins, ReplacingCheckpointIO()]
         if self.subcommand == "fit":
             kwargs["callbacks"] = [*kwargs.get("callbacks", callbacks), PreemptionNotice()]
         try:
@@ -398,8 +403,7 @@ def _cli(args: list[str] | None, data_module: type[FieldAwareDataModule]) -> Lit
         parser_class=OneLineParser,
         save_config_callback=LoggedConfig,
         save_config_kwargs={"overwrite": True, "save_to_log_dir": True},
-        # callbacks are added to any recipe's list; a recipe's plugins replace these
-        trainer_defaults={"callbacks": [DivergenceGuard()], "plugins": [ReplacingCheckpointIO()]},
+        trainer_defaults={"callbacks": [DivergenceGuard()]},  # added to any recipe's callback list
         args=args,
     )
 
