@@ -34,7 +34,7 @@ from lit_ifm.errors import CheckpointError, ConfigError, UserError
 from lit_ifm.memory import tune_allocator
 from lit_ifm.models import FieldAwareModel
 from lit_ifm.noise import silence_known_noise
-from lit_ifm.runs import ReplacingCheckpointIO, new_run_folder, run_folder
+from lit_ifm.runs import ReplacingCheckpointIO, checkpoint_run_folder, new_run_folder, run_folder
 from lit_ifm.serving.export import export_command
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -92,7 +92,7 @@ class LoggedConfig(SaveConfigCallback):
         saving = trainer.checkpoint_callback
         folder = Path(saving.dirpath).parent if saving is not None and saving.dirpath else trainer.default_root_dir
         version = trainer.logger.version if trainer.logger else None
-        checkpoint[RUN_KEY] = {"folder": str(folder), "logger_version": version}
+        checkpoint[RUN_KEY] = {"folder": str(Path(folder).resolve()), "logger_version": version}
 
 
 def follow_monitor(callbacks: list | None, monitor: str) -> None:
@@ -111,6 +111,16 @@ def follow_monitor(callbacks: list | None, monitor: str) -> None:
     if not followers:
         raise ConfigError(f"--monitor {monitor}: no callback follows it; it sets lit_ifm.callbacks.BestCheckpoint "
                           "and EarlyStopping that name no monitor of their own")
+
+
+def absolute_run_folders(trainer: Namespace) -> None:
+    """Makes the folders a fit's files go to absolute, so that its checkpoints record where they are (Lightning
+    compares that folder when a fit resumes, also from another working directory)."""
+    trainer.default_root_dir = os.path.abspath(trainer.default_root_dir or os.getcwd())
+    loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+    for logger in loggers:
+        if isinstance(logger, Namespace) and logger.get("init_args", {}).get("save_dir") is not None:
+            logger.init_args.save_dir = os.path.abspath(logger.init_args.save_dir)
 
 
 class OneLineParser(LightningArgumentParser):
@@ -234,13 +244,21 @@ class LitIFMCLI(KeepsCheckpointHyperparameters, LightningCLI):
             self.config = self.parser.parse_object({subcommand: {"data": taken}}, self.config)
 
     def _continue_run(self, trainer: Namespace, run: dict) -> None:
+        # The run's folder: where the checkpoint now lies (<run>/checkpoints/), else where it was written.
+        checkpoint = Path(self.config.fit.ckpt_path).resolve()
+        folder = checkpoint_run_folder(checkpoint) or Path(run["folder"]).resolve()
         loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
         loggers = [logger for logger in loggers if isinstance(logger, Namespace)]
         for logger in loggers:  # the same run id: W&B resumes that run, CSV and TensorBoard write to its folder
-            if "version" in logger.get("init_args", {}) and logger.init_args.version is None:
-                logger.init_args.version = run["logger_version"]
+            settings = logger.get("init_args", {})
+            if "version" in settings and settings.version is None:
+                settings.version = run["logger_version"]
+            # <save_dir>/<project or name>/<version>: from another working directory, the save_dir that holds it
+            if settings.get("save_dir") is not None and folder.parent.name == (settings.get("project") or
+                                                                                settings.get("name")):
+                settings.save_dir = str(folder.parent.parent)
         if not loggers:
-            trainer.default_root_dir = run["folder"]
+            trainer.default_root_dir = str(folder)
             self._continues_run = True
 
     def check_trained(self) -> None:
@@ -270,6 +288,8 @@ class LitIFMCLI(KeepsCheckpointHyperparameters, LightningCLI):
             torch.set_num_threads(config.threads)
         if not trainer.logger and not self._continues_run:  # a logger gives each run its folder; give one here
             trainer.default_root_dir = new_run_folder(trainer.default_root_dir or os.getcwd())
+        if self.subcommand == "fit":
+            absolute_run_folders(trainer)
 
     def instantiate_trainer(self, **kwargs):
         settings = self.config_init.get(str(self.subcommand), self.config_init).get("trainer") or {}

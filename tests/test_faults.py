@@ -905,3 +905,24 @@ def test_last_ckpt_is_replaced_whole_when_the_temp_folder_is_another_file_system
     assert process.returncode == 0, (tmp_path / "stderr.txt").read_text()[-3000:]
     assert torch.load(checkpoints(tmp_path)[0], weights_only=True)["epoch"] == 3
     assert len(inodes) >= 2, "last.ckpt was rewritten in place"
+
+
+@pytest.mark.parametrize("logger", [False, True], ids=["no-logger", "wandb"])
+def test_a_run_resumed_from_another_working_directory_continues_in_its_folder(logger, monkeypatch, tmp_path):
+    import wandb
+
+    from lit_ifm.__main__ import main
+
+    started, elsewhere = tmp_path / "started", tmp_path / "elsewhere"
+    started.mkdir(), elsewhere.mkdir()
+    monkeypatch.setattr(sys, "argv", ["lit-ifm"])
+    options = [*synthetic_args("fm_synthetic"), *QUIET, *([] if logger else ["--trainer.logger", "false"])]
+    monkeypatch.chdir(started)
+    main(["fit", *options, "--trainer.max_epochs", "1"])
+    last = checkpoints(started)[0]
+    assert Path(torch.load(last, weights_only=False)["lit_ifm_run"]["folder"]).is_absolute()
+    monkeypatch.chdir(elsewhere)
+    wandb.finish()  # a new process would start with no run; this one has the first fit's
+    main(["fit", *options, "--trainer.max_epochs", "2", "--ckpt_path", str(last)])
+    assert torch.load(last, weights_only=True)["epoch"] == 1  # the same last.ckpt, one epoch on
+    assert not checkpoints(elsewhere, "*.ckpt")
