@@ -926,3 +926,20 @@ def test_a_run_resumed_from_another_working_directory_continues_in_its_folder(lo
     main(["fit", *options, "--trainer.max_epochs", "2", "--ckpt_path", str(last)])
     assert torch.load(last, weights_only=True)["epoch"] == 1  # the same last.ckpt, one epoch on
     assert not checkpoints(elsewhere, "*.ckpt")
+
+
+def test_an_undefined_auroc_is_left_out_and_the_loss_picks_the_best_checkpoint(tmp_path, caplog):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for split, rows in (("train", 80), ("valid", 20), ("test", 20)):
+        labels = rng.integers(0, 2, rows) if split == "train" else np.ones(rows, dtype=int)  # one class
+        pd.DataFrame({"user": [f"u{i % 10}" for i in range(rows)], "item": [f"i{i % 7}" for i in range(rows)],
+                      "label": labels}).to_csv(folder / f"{split}.csv", index=False)
+    cli = run_main(tmp_path, "fit", *ratings_args(folder), "--data.task", "binary", "--trainer.max_epochs", "3")
+    metrics = cli.trainer.callback_metrics
+    assert "val/auroc" not in metrics and "test/auroc" not in metrics and "test/logloss" in metrics
+    best = cli.trainer.checkpoint_callback  # chose by val/loss (EarlyStopping followed it too, without a failure)
+    assert Path(best.best_model_path).is_file() and torch.isfinite(best.best_model_score)
+    assert caplog.text.count("val/auroc is undefined: every val label is of one class; it is not reported, and val/loss "
+                      "stands in for it") == 1

@@ -34,6 +34,17 @@ def resolve_monitor(pl_module: L.LightningModule, monitor: str | None, mode: Mod
     return monitor, found
 
 
+def follow_the_loss_when_undefined(callback: ModelCheckpoint | _LightningEarlyStopping, trainer: L.Trainer) -> None:
+    """Has ``callback`` follow ``val/loss`` (lower is better) from now on when it follows the task's metric and the
+    model left that metric out, being undefined (AUROC of a validation split whose labels are all of one class)."""
+    metrics = trainer.callback_metrics
+    if callback.requested_monitor is None and not trainer.sanity_checking and callback.monitor not in metrics \
+            and "val/loss" in metrics:
+        callback.monitor = "val/loss"
+        if callback.mode != "min":
+            match_mode(callback, "min")
+
+
 class BestCheckpoint(ModelCheckpoint):
     """Lightning's ``ModelCheckpoint`` keeping the best validation epoch by the task's metric: ``val/auroc``
     (higher is better) for a binary task, ``val/rmse`` (lower is better) for regression, unless ``monitor`` names
@@ -63,6 +74,10 @@ class BestCheckpoint(ModelCheckpoint):
             match_mode(self, mode)  # restores its best scores from the checkpoint after setup)
         super().setup(trainer, pl_module, stage)
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        follow_the_loss_when_undefined(self, trainer)
+        super().on_validation_end(trainer, pl_module)
+
 
 class EarlyStopping(_LightningEarlyStopping):
     """Lightning's ``EarlyStopping`` on the task's metric, chosen as :class:`BestCheckpoint` chooses it.
@@ -91,3 +106,7 @@ class EarlyStopping(_LightningEarlyStopping):
         if mode != self.mode:
             match_mode(self, mode)
         super().setup(trainer, pl_module, stage)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        follow_the_loss_when_undefined(self, trainer)
+        super().on_validation_end(trainer, pl_module)

@@ -9,7 +9,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 import torchmetrics
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
+from torchmetrics.utilities import dim_zero_cat
 
 from lit_ifm.checkpoints import ENCODING_KEY, MODEL_KEY, SCHEMA_KEY, read_checkpoint
 from lit_ifm.data.batch import FieldBatch
@@ -117,6 +119,7 @@ class FieldAwareModel(L.LightningModule):
         self.ranking_metrics = nn.ModuleDict(ranking.metrics() if ranking is not None else {})
         self._epoch_loss_sum: Tensor | None = None  # the training loss summed over the epoch's rows so far
         self._epoch_rows = 0
+        self._undefined_auroc_said: set[str] = set()
         self._compiled_scores = None  # torch.compile(self.scores), made on the first forward
         self.pretrained_from = init_from  # not saved; defaults that follow it are (keep_resolved_hparams)
         if init_from is not None:
@@ -265,8 +268,29 @@ class FieldAwareModel(L.LightningModule):
         predictions = self.predictions(scores)
         for name, metric in metrics.items():
             metric.update(scores if name == "logloss" else predictions, batch.labels)
-            self.log(f"{prefix}{name}", metric, batch_size=len(batch), prog_bar=name in ("rmse", "auroc"))
+            if name != "auroc":  # logged at the epoch's end, when defined
+                self.log(f"{prefix}{name}", metric, batch_size=len(batch), prog_bar=name == "rmse")
         return scores
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_auroc(self.val_metrics, "val/")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_auroc(self.test_metrics, "test/")
+
+    def _log_auroc(self, metrics: nn.ModuleDict, prefix: str) -> None:
+        """Logs the epoch's AUROC (all ranks' rows), or, where the split's labels are all of one class and AUROC is
+        undefined, leaves it out and says so once: the best checkpoint and early stopping then follow the loss."""
+        if "auroc" not in metrics:
+            return
+        value = metrics["auroc"].compute()
+        metrics["auroc"].reset()
+        if not torch.isnan(value):
+            self.log(f"{prefix}auroc", value, prog_bar=True)
+        elif prefix not in self._undefined_auroc_said:
+            self._undefined_auroc_said.add(prefix)
+            rank_zero_info(f"{prefix}auroc is undefined: every {prefix[:-1]} label is of one class; it is not "
+                           f"reported, and {prefix}loss stands in for it")
 
     # --- using a trained model ---------------------------------------------------------------------------
 
@@ -315,7 +339,7 @@ class FieldAwareModel(L.LightningModule):
     def _make_metrics(self, prefix: str) -> nn.ModuleDict:
         metrics = {"rmse": torchmetrics.MeanSquaredError(squared=False)}
         if self.task == "binary":
-            metrics["auroc"] = torchmetrics.classification.BinaryAUROC()
+            metrics["auroc"] = DefinedAUROC()
             metrics["logloss"] = LogLoss()
         return nn.ModuleDict(metrics)
 
@@ -418,3 +442,14 @@ class LogLoss(torchmetrics.MeanMetric):
 
     def update(self, logits: Tensor, labels: Tensor) -> None:  # type: ignore[override]
         super().update(F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none"))
+
+
+class DefinedAUROC(torchmetrics.classification.BinaryAUROC):
+    """AUROC of probabilities against 0/1 labels, NaN where it is undefined (labels of one class only), where
+    torchmetrics answers 0 with a warning."""
+
+    def compute(self) -> Tensor:
+        labels = dim_zero_cat(self.target) if self.target else torch.empty(0)  # every rank's, once synced
+        if labels.numel() == 0 or bool((labels == labels[0]).all()):
+            return torch.tensor(float("nan"))
+        return super().compute()
