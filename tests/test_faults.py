@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from conftest import REPO
 from helpers import QUIET, error_line, run_cli, run_main
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -943,3 +944,20 @@ def test_an_undefined_auroc_is_left_out_and_the_loss_picks_the_best_checkpoint(t
     assert Path(best.best_model_path).is_file() and torch.isfinite(best.best_model_score)
     assert caplog.text.count("val/auroc is undefined: every val label is of one class; it is not reported, and val/loss "
                       "stands in for it") == 1
+
+
+def test_the_logger_ends_with_the_best_validation_value_that_sweeps_read(monkeypatch, tmp_path):
+    """W&B's run summary, which a sweep reads, is a metric's last logged value: ``best/val/rmse`` ends with the
+    best epoch's value, whatever epoch came last (a CSV logger shows the same values, offline)."""
+    from lit_ifm.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["lit-ifm"])
+    main(["fit", *synthetic_args("fm_synthetic"), *QUIET, "--model.lr", "0.5", "--trainer.max_epochs", "6",
+          "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(tmp_path)])
+    logged = pd.read_csv(next(tmp_path.glob("**/metrics.csv")))
+    rmse = logged["val/rmse"].dropna()
+    assert rmse.iloc[-1] != rmse.min()  # the last epoch is not the best, so the two can differ
+    assert logged["best/val/rmse"].dropna().iloc[-1] == pytest.approx(rmse.min())
+    sweeps = [yaml.safe_load(path.read_text()) for path in (REPO / "sweeps").glob("*.yaml")]
+    assert sweeps and all(sweep["metric"]["name"].startswith("best/val/") for sweep in sweeps)

@@ -40,7 +40,7 @@ def test_the_main_frappe_recipes_have_sweeps():
 @pytest.mark.parametrize("sweep_path", SWEEPS, ids=lambda p: p.stem)
 def test_sampled_sweep_parameters_complete_a_fast_dev_run(sweep_path, small_frappe_dir, tmp_path, monkeypatch):
     sweep = yaml.safe_load(sweep_path.read_text())
-    assert sweep["metric"]["name"].startswith("val/") and sweep["method"] in ("grid", "random", "bayes")
+    assert sweep["metric"]["name"].startswith("best/val/") and sweep["method"] in ("grid", "random", "bayes")
     command = sweep["command"]
     assert command[:5] == ["${env}", "python", "-m", "lit_ifm", "fit"] and command[-1] == "${args}"
     recipe = command[command.index("--config") + 1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import EarlyStopping as _LightningEarlyStopping
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -110,3 +111,34 @@ class EarlyStopping(_LightningEarlyStopping):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         follow_the_loss_when_undefined(self, trainer)
         super().on_validation_end(trainer, pl_module)
+
+
+class BestValidationValues(L.Callback):
+    """Logs ``best/<metric>`` beside every validation metric the model gives a direction (``val/rmse``,
+    ``val/auroc``, ``val/loss``...): its best value so far, lowest or highest as the metric is. A logger's last value
+    of it is then the best epoch's, and that is what W&B's run summary, and so a sweep (``metric: best/val/rmse``),
+    reads; with early stopping the last epoch is ``patience`` epochs past the best. A resumed fit keeps the best."""
+
+    def __init__(self):
+        self.best: dict[str, float] = {}
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not hasattr(pl_module, "metric_mode"):
+            return
+        for name, value in trainer.callback_metrics.items():
+            mode = pl_module.metric_mode(name) if name.startswith("val/") else None
+            if mode is None or not torch.isfinite(value).all():
+                continue
+            value, best = float(value), self.best.get(name)
+            if best is None or (value < best if mode == "min" else value > best):
+                self.best[name] = value
+        if trainer.is_global_zero and self.best:
+            for logger in trainer.loggers:
+                logger.log_metrics({f"best/{name}": value for name, value in self.best.items()},
+                                   step=trainer.global_step)
+
+    def state_dict(self) -> dict:
+        return {"best": dict(self.best)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best = dict(state_dict["best"])
