@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import configparser
+import contextlib
 import netrc
 import os
 from typing import Literal
@@ -14,7 +16,6 @@ from lit_ifm.compat import stop_uploading_checkpoints, update_wandb_init
 from lit_ifm.errors import ConfigError
 
 WandbMode = Literal["auto", "online", "offline", "disabled"]
-_DEFAULT_BASE_URL = "https://api.wandb.ai"
 _WANDB_MODES = ("online", "offline", "disabled", "dryrun", "run", "shared")  # what wandb itself takes
 
 
@@ -36,7 +37,7 @@ def resolve_wandb_mode(mode: WandbMode = "auto", timeout: float = 3.0) -> tuple[
                           "it")
     if environment:
         return ("offline" if environment == "dryrun" else environment), "from WANDB_MODE"
-    base_url = os.environ.get("WANDB_BASE_URL", _DEFAULT_BASE_URL).rstrip("/")
+    base_url = wandb_base_url()
     key = os.environ.get("WANDB_API_KEY") or _netrc_key(base_url)
     if not key:
         return "offline", "no W&B API key (set WANDB_API_KEY or run `wandb login` to log online)"
@@ -44,6 +45,24 @@ def resolve_wandb_mode(mode: WandbMode = "auto", timeout: float = 3.0) -> tuple[
     if refusal:
         return "offline", refusal
     return "online", "an API key is set and the server accepts it"
+
+
+def wandb_base_url() -> str:
+    """The server wandb will use, found as wandb finds it: ``$WANDB_BASE_URL``, else ``base_url`` in its settings
+    files (``./wandb/settings``, then ``$WANDB_CONFIG_DIR/settings``, default ``~/.config/wandb/settings``), else
+    the installed wandb's own default."""
+    if os.environ.get("WANDB_BASE_URL"):
+        return os.environ["WANDB_BASE_URL"].rstrip("/")
+    config_dir = os.environ.get("WANDB_CONFIG_DIR") or os.path.join(os.path.expanduser("~"), ".config", "wandb")
+    for path in (os.path.join("wandb", "settings"), os.path.join(config_dir, "settings")):
+        settings = configparser.ConfigParser()
+        with contextlib.suppress(OSError, configparser.Error):
+            settings.read(path)
+            if settings.get("default", "base_url", fallback=None):
+                return settings.get("default", "base_url").rstrip("/")
+    import wandb
+
+    return str(wandb.Settings().base_url).rstrip("/")
 
 
 def _netrc_key(base_url: str) -> str | None:

@@ -961,3 +961,18 @@ def test_the_logger_ends_with_the_best_validation_value_that_sweeps_read(monkeyp
     assert logged["best/val/rmse"].dropna().iloc[-1] == pytest.approx(rmse.min())
     sweeps = [yaml.safe_load(path.read_text()) for path in (REPO / "sweeps").glob("*.yaml")]
     assert sweeps and all(sweep["metric"]["name"].startswith("best/val/") for sweep in sweeps)
+
+
+def test_the_wandb_probe_asks_the_server_wandb_itself_uses(monkeypatch, tmp_path):
+    """Not a hard-coded api.wandb.ai: the base_url of wandb's settings file, and its netrc entry for that host."""
+    with stand_in_wandb("key") as url:
+        wandb_environment(monkeypatch, tmp_path, url)
+        monkeypatch.delenv("WANDB_BASE_URL")
+        monkeypatch.delenv("WANDB_API_KEY")
+        (tmp_path / ".netrc").write_text(f"machine 127.0.0.1 login user password {'y' * 40}\n")
+        (tmp_path / ".netrc").chmod(0o600)
+        monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "config"))
+        (tmp_path / "config").mkdir()
+        (tmp_path / "config" / "settings").write_text(f"[default]\nbase_url = {url}\n")
+        monkeypatch.chdir(tmp_path)
+        assert resolve_wandb_mode(timeout=2) == ("offline", f"{url} refused the API key (HTTP 401)")
