@@ -18,7 +18,8 @@ categorical=C1..C26, numeric=I1..I13, min_count=2)``:
   (the default), then both again in another process in blocks of rows, as the Criteo and Avazu recipes load
   (``shuffle_block_rows`` of recipes/fm_criteo.yaml); the peak RSS training is the larger of the two.
 
-Each process reports its wall time and its peak resident set (``ru_maxrss``, which counts the pages of the memory
+Each step's process tunes glibc's malloc thresholds first (``lit_ifm.tune_allocator()``), as ``python -m lit_ifm``
+does for its own. Each process reports its wall time and its peak resident set (``ru_maxrss``, which counts the pages of the memory
 maps it touched), and the peak of its anonymous memory alone (``RssAnon`` sampled every 20 ms: memory that is not
 the files' page cache). Prints a Markdown table for benchmarks/RESULTS.md.
 """
@@ -222,6 +223,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.steps <= WARMUP:
         parser.error(f"--steps must be over {WARMUP}: the first {WARMUP} are not timed")
+    if args.step:  # a step's own process tunes glibc's malloc as python -m lit_ifm tunes its own
+        import lit_ifm
+
+        lit_ifm.tune_allocator()
     if args.step == "build":
         print(json.dumps(step_build(args.source, args.cache_dir)))
         return

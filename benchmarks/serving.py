@@ -37,12 +37,11 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import machine  # noqa: E402
 
+import lit_ifm  # noqa: E402
 from lit_ifm import IFM, SyntheticConfig  # noqa: E402
-from lit_ifm.checkpoints import read_checkpoint  # noqa: E402
 from lit_ifm.data.synthetic import synthetic_schema  # noqa: E402
 from lit_ifm.noise import silence_known_noise  # noqa: E402
 from lit_ifm.serving import ServingModel, export, export_checkpoint, trained_sampler  # noqa: E402
-from lit_ifm.serving.export import checkpoint_model_class  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FRAPPE_SHAPE = SyntheticConfig(num_fields=10, vocabulary_size=538)
@@ -130,8 +129,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
         if args.ckpt_path:
-            model_class = checkpoint_model_class(read_checkpoint(args.ckpt_path), args.ckpt_path)
-            model = model_class.load_from_checkpoint(args.ckpt_path, map_location="cpu")
+            model = lit_ifm.load(args.ckpt_path)
             serving = ServingModel(model, trained_sampler(args.ckpt_path))
             for format in ("torch", "onnx"):
                 export_checkpoint(args.ckpt_path, folder / format, format)
