@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def _seed_and_one_thread(monkeypatch):
     """Every test starts from the same seeds, on one thread: with tiny tensors torch's thread pool costs far more
     than it saves (10x on a busy 2-core machine). What an earlier in-process run left in the environment does not
     reach this test: seed_everything's seed (it sets the training order), nor W&B's service socket, which a
-    test's new processes would otherwise share with this one, as a notebook's would."""
+    test's new processes would otherwise share with this one, as a notebook's would; nor a W&B run an in-process fit
+    left open (a later WandbLogger would join it, with a warning)."""
     for leftover in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "WANDB_SERVICE"):
         monkeypatch.delenv(leftover, raising=False)
     torch.manual_seed(0)
@@ -60,3 +62,6 @@ def _seed_and_one_thread(monkeypatch):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()

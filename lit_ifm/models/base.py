@@ -286,7 +286,7 @@ class FieldAwareModel(L.LightningModule):
         value = metrics["auroc"].compute()
         metrics["auroc"].reset()
         if not torch.isnan(value):
-            self.log(f"{prefix}auroc", value, prog_bar=True)
+            self.log(f"{prefix}auroc", value, prog_bar=True, sync_dist=True)  # the same on every rank: all ranks' rows
         elif prefix not in self._undefined_auroc_said:
             self._undefined_auroc_said.add(prefix)
             rank_zero_info(f"{prefix}auroc is undefined: every {prefix[:-1]} label is of one class; it is not "
@@ -449,7 +449,9 @@ class DefinedAUROC(torchmetrics.classification.BinaryAUROC):
     torchmetrics answers 0 with a warning."""
 
     def compute(self) -> Tensor:
-        labels = dim_zero_cat(self.target) if self.target else torch.empty(0)  # every rank's, once synced
+        # a list of batches' labels, or one tensor of every rank's once synced (DDP)
+        target = self.target
+        labels = dim_zero_cat(target) if isinstance(target, Tensor) or target else torch.empty(0)
         if labels.numel() == 0 or bool((labels == labels[0]).all()):
             return torch.tensor(float("nan"))
         return super().compute()
