@@ -123,6 +123,7 @@ def exported_predictions(folder: Path, ids: torch.Tensor, values: torch.Tensor) 
     return torch.from_numpy(scores)
 
 
+@pytest.mark.slow  # an export per model and format: a minute in all
 @pytest.mark.parametrize("format", ["torch", "onnx"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_the_exported_model_predicts_as_the_eager_model(trained, tmp_path, name, format):

@@ -210,6 +210,7 @@ def binary_auc(tmp_path, data: FieldAwareDataModule) -> float:
     return run.test(model, datamodule=data, verbose=False)[0]["test/auroc"]
 
 
+@pytest.mark.slow  # two trainings of eight epochs
 def test_genres_of_negatives_no_longer_give_positives_away(tmp_path):
     """Positives are random pairs, so nothing predicts them; negatives that copy the positive's genre beside
     another item are told apart by the (item, genre) pair alone."""
