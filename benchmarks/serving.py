@@ -68,7 +68,7 @@ def contenders(serving: ServingModel, folder: Path, threads: int) -> dict[str, t
     program = torch.export.load(folder / "torch" / "model.pt2").module()
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = onnxruntime.InferenceSession(folder / "onnx" / "model.onnx", options, providers=["CPUExecutionProvider"])
+    runtime = onnxruntime.InferenceSession(folder / "onnx" / "model.onnx", options, providers=["CPUExecutionProvider"])
 
     def eager(ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -79,7 +79,7 @@ def contenders(serving: ServingModel, folder: Path, threads: int) -> dict[str, t
             return program(ids, values)
 
     def onnx(ids: np.ndarray, values: np.ndarray) -> np.ndarray:
-        return session.run(["scores"], {"ids": ids, "values": values})[0]
+        return runtime.run(["scores"], {"ids": ids, "values": values})[0]
 
     return {"eager torch": (eager, lambda t: t), "torch.export": (exported, lambda t: t),
             "ONNX Runtime": (onnx, lambda t: t.numpy())}

@@ -16,8 +16,8 @@ from typing import NoReturn, Optional
 import torch
 import yaml
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import ProgressBar
 from lightning.fabric.plugins import CheckpointIO
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 

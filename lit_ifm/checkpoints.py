@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import pickle
 from pathlib import Path
+
 import torch
 
 from lit_ifm.errors import CheckpointError

@@ -15,7 +15,6 @@ from torchmetrics.retrieval import RetrievalHitRate, RetrievalMRR, RetrievalNorm
 from lit_ifm.errors import ConfigError
 
 
-
 class Fields(Protocol):
     """What a ranking asks of a schema (:class:`~lit_ifm.data.schema.FieldSchema`): its fields and their slots."""
 

@@ -118,8 +118,8 @@ def eager_predictions(model: FieldAwareModel, ids: torch.Tensor, values: torch.T
 def exported_predictions(folder: Path, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     if (folder / "model.pt2").is_file():
         return torch.export.load(folder / "model.pt2").module()(ids, values)
-    session = onnxruntime.InferenceSession(folder / "model.onnx", providers=["CPUExecutionProvider"])
-    (scores,) = session.run(["scores"], {"ids": ids.numpy(), "values": values.numpy()})
+    runtime = onnxruntime.InferenceSession(folder / "model.onnx", providers=["CPUExecutionProvider"])
+    (scores,) = runtime.run(["scores"], {"ids": ids.numpy(), "values": values.numpy()})
     return torch.from_numpy(scores)
 
 

@@ -33,8 +33,8 @@ class Model:
         if (folder / "model.onnx").is_file():
             import onnxruntime
 
-            session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-            self.run = lambda ids, values: session.run(None, {"ids": ids, "values": values})[0]
+            runtime = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+            self.run = lambda ids, values: runtime.run(None, {"ids": ids, "values": values})[0]
         else:
             import torch
 

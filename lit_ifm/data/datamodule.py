@@ -405,9 +405,7 @@ class FieldAwareDataModule(L.LightningDataModule):
         source = readers.DatasetRows(readers.read_lines(path, self._cache_dir), from_file=True) \
             if path.suffix.lower() == ".libfm" else readers.open_table(path, self._cache_dir)
         rows = SplitRows({SCORED: source}, {SCORED: SplitOrigin(path)})
-        encoder = encoder_from_state(state)
-        if getattr(encoder, "label", None) not in (None, *source.column_names):
-            encoder.label = None  # rows to predict need no label; test and validate refuse them
+        encoder = encoder_from_state(state, columns=source.column_names)  # test and validate refuse no labels
         items = ItemTable.from_state_dict(state["items"]) if "items" in state else ()
         build_store(folder, rows, encoder, LabelRule(**state["labels"]), self.source, splits=(SCORED,), fitted=True,
                     items=items)

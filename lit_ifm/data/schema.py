@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Literal
 
@@ -58,12 +59,15 @@ class FieldSchema:
         self.label_range = (float(label_range[0]), float(label_range[1]))
         self.encoding: dict | None = None  # how raw rows become these ids, when the data says (see encoding_state)
 
-    def __getstate__(self) -> dict:
-        # A checkpoint keeps the encoding on a key of its own: the schema stays small wherever it is copied.
-        return {**self.__dict__, "encoding": None}
+    def without_encoding(self) -> FieldSchema:
+        """The same schema without its encoding: what a checkpoint keeps on its ``field_schema`` key (the encoding
+        has a key of its own)."""
+        schema = copy.copy(self)
+        schema.encoding = None
+        return schema
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update({"encoding": None, **state})
+        self.__dict__.update({"encoding": None, **state})  # a schema saved before schemas had an encoding
 
     @property
     def num_fields(self) -> int:

@@ -391,7 +391,7 @@ class FieldAwareModel(L.LightningModule):
         self.hparams.update(settings)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[SCHEMA_KEY] = self.schema
+        checkpoint[SCHEMA_KEY] = self.schema.without_encoding()
         checkpoint[MODEL_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
         if self.schema.encoding is not None:  # how raw rows become this model's ids: scoring new rows needs it
             checkpoint[ENCODING_KEY] = self.schema.encoding

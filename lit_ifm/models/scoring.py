@@ -20,23 +20,22 @@ CHUNK_ROWS = 1 << 16  # rows encoded at once when scoring
 SCORED = "scored"  # the split name that new rows are counted under in a report
 
 
-def encoder_of(model, report: EncodingReport | None = None) -> Encoder:
-    """The encoder the model's data was encoded with (from its checkpoint or its data module)."""
+def encoder_of(model, report: EncodingReport | None = None, columns: tuple[str, ...] | None = None) -> Encoder:
+    """The encoder the model's data was encoded with (from its checkpoint or its data module); see
+    :func:`~lit_ifm.data.encoding.encoder_from_state` for ``columns``."""
     if model.schema.encoding is None:
         raise CheckpointError(f"{type(model).__name__} has no encoder: its checkpoint was written before checkpoints "
                               "carried one, or its schema was built by hand; retrain it, or score a data module's "
                               "split with `python -m lit_ifm predict`")
-    return encoder_from_state(model.schema.encoding, report)
+    return encoder_from_state(model.schema.encoding, report, columns)
 
 
 def encoded_rows(model, rows, report: EncodingReport | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Ids ``(n, S)`` and values ``(n, S)`` of ``rows`` (see :func:`~lit_ifm.data.rows.readers.rows_of`), chunk by
     chunk, encoded as the model's training data was: values unseen in training map to their field's
     out-of-vocabulary id and are counted in ``report``. A label column is not needed."""
-    encoder = encoder_of(model, report)
     source, name = rows_of(rows)
-    if hasattr(encoder, "label"):
-        encoder.label = None  # scoring reads no labels
+    encoder = encoder_of(model, report, columns=())  # scoring reads no labels
     encoder.check_columns(source.column_names, name)
     origin = SplitOrigin(name)
     first_row = 0

@@ -25,8 +25,8 @@ _SERVING = {
     "torch": {"imports": "import torch", "array": "torch",
               "load": 'model = torch.export.load("model.pt2").module()', "call": "scores = model(ids, values)"},
     "onnx": {"imports": "import numpy as np\nimport onnxruntime", "array": "np",
-             "load": 'session = onnxruntime.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])',
-             "call": '(scores,) = session.run(["scores"], {"ids": ids, "values": values})'},
+             "load": 'runtime = onnxruntime.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])',
+             "call": '(scores,) = runtime.run(["scores"], {"ids": ids, "values": values})'},
 }
 _NEEDS = {"torch": "torch", "onnx": "onnxruntime and numpy"}
 

@@ -29,6 +29,11 @@ def encoding_state(encoder: Encoder, labels: LabelRule, items: ItemTable | None 
     return state
 
 
-def encoder_from_state(state: dict, report: EncodingReport | None = None) -> Encoder:
-    """The encoder an :func:`encoding_state` describes, ready to encode new rows."""
-    return _ENCODERS[state["encoder"]["kind"]].from_state_dict(state["encoder"], report)
+def encoder_from_state(state: dict, report: EncodingReport | None = None,
+                       columns: list[str] | tuple[str, ...] | None = None) -> Encoder:
+    """The encoder an :func:`encoding_state` describes, ready to encode new rows. With ``columns`` (those of the new
+    rows), a table's label column is read only where they hold it: rows to predict need none."""
+    encoder = _ENCODERS[state["encoder"]["kind"]].from_state_dict(state["encoder"], report)
+    if columns is not None and isinstance(encoder, TableEncoder) and encoder.label not in columns:
+        encoder.label = None
+    return encoder

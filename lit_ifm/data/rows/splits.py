@@ -12,7 +12,6 @@ import numpy as np
 import pyarrow as pa
 
 
-
 class Rows(Protocol):
     """What a split is cut from: rows read in chunks (:class:`~lit_ifm.data.rows.readers.RowSource`)."""
 
