@@ -30,7 +30,7 @@ from lit_ifm.data.encoding.tables import ColumnSpec, TableEncoder
 from lit_ifm.data.loading.dataset import FieldBatchDataset
 from lit_ifm.data.loading.sampling import OrderedRows, ShuffledBatches, ShuffledRows
 from lit_ifm.data.rows import files, readers
-from lit_ifm.data.rows.splits import SPLITS, SplitOrigin, SplitRows
+from lit_ifm.data.rows.splits import SCORED, SPLITS, SplitOrigin, SplitRows
 from lit_ifm.data.schema import FieldSchema
 from lit_ifm.data.store import mapped
 from lit_ifm.data.store.folder import STORE_VERSION, Store, build_once
@@ -40,7 +40,6 @@ from lit_ifm.errors import CheckpointError, ConfigError, DataError
 from lit_ifm.metrics import Ranking
 
 Task = Literal["regression", "binary"]
-SCORED = "scored"  # the one split of a source scored with a trained model's encoder
 
 
 def checkpoint_layout(state: dict) -> str:

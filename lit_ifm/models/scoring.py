@@ -12,12 +12,11 @@ import torch
 from lit_ifm.data.batch import FieldBatch
 from lit_ifm.data.encoding import Encoder, EncodingReport, encoder_from_state
 from lit_ifm.data.rows.readers import rows_of
-from lit_ifm.data.rows.splits import SplitOrigin
+from lit_ifm.data.rows.splits import SCORED, SplitOrigin
 from lit_ifm.errors import CheckpointError
 
 log = logging.getLogger("lit_ifm")
 CHUNK_ROWS = 1 << 16  # rows encoded at once when scoring
-SCORED = "scored"  # the split name that new rows are counted under in a report
 
 
 def encoder_of(model, report: EncodingReport | None = None, columns: tuple[str, ...] | None = None) -> Encoder:

@@ -22,6 +22,7 @@ class Rows(Protocol):
         """The rows in order, ``rows`` at a time, with ``columns`` only."""
 
 SPLITS = ("train", "validation", "test")
+SCORED = "scored"  # the one split of new rows scored with a trained model's encoder
 
 
 
